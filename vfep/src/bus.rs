@@ -1,0 +1,405 @@
+//! The in-process publish/subscribe bus: packets travel in batches (one allocation per batch,
+//! none per packet), routed by APID to the configured channels.
+//!
+//! Two kinds of subscriber: *lossless* ones (recorder, TC uplink) apply back-pressure to the
+//! publisher, so nothing is lost on the way to disk or to the vehicle; *live* ones (API clients)
+//! can never slow the data path and are told how many packets they missed when they lag.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{Mutex, broadcast, mpsc};
+
+use crate::codec::PacketType;
+use crate::config::{self, Direction};
+
+pub type ChannelId = u16;
+
+#[derive(Debug, Clone)]
+pub struct ChannelInfo {
+    pub name: String,
+    pub direction: Direction,
+    pub apids: Vec<u16>,
+    pub rate_hz: f64,
+}
+
+/// The routing table: APID -> channel.
+#[derive(Debug, Clone)]
+pub struct ChannelTable {
+    channels: Vec<ChannelInfo>,
+    by_apid: Box<[Option<ChannelId>; 2048]>,
+}
+
+/// Why the bus refused a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("APID is not configured on any channel")]
+    UnknownApid,
+    #[error("packet type does not match the channel direction")]
+    WrongType,
+}
+
+impl ChannelTable {
+    pub fn new(channels: &[config::Channel]) -> ChannelTable {
+        let mut by_apid = Box::new([None; 2048]);
+        for (id, channel) in channels.iter().enumerate() {
+            for &apid in &channel.apids {
+                by_apid[usize::from(apid)] = Some(id as ChannelId);
+            }
+        }
+        ChannelTable {
+            channels: channels
+                .iter()
+                .map(|c| ChannelInfo {
+                    name: c.name.clone(),
+                    direction: c.direction,
+                    apids: c.apids.clone(),
+                    rate_hz: c.rate_hz,
+                })
+                .collect(),
+            by_apid,
+        }
+    }
+
+    pub fn lookup(&self, apid: u16) -> Option<ChannelId> {
+        self.by_apid.get(usize::from(apid)).copied().flatten()
+    }
+
+    /// The channel a packet belongs to. Telemetry channels carry TM only; command channels carry
+    /// TCs up and, on the same APIDs, the vehicle's TM acknowledgements down (the PUS convention
+    /// that verification reports come from the APID the command went to).
+    pub fn route(&self, apid: u16, packet_type: PacketType) -> Result<ChannelId, RouteError> {
+        let id = self.lookup(apid).ok_or(RouteError::UnknownApid)?;
+        match (self.channels[usize::from(id)].direction, packet_type) {
+            (Direction::Telemetry, PacketType::Telecommand) => Err(RouteError::WrongType),
+            _ => Ok(id),
+        }
+    }
+
+    pub fn get(&self, id: ChannelId) -> &ChannelInfo {
+        &self.channels[usize::from(id)]
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<ChannelId> {
+        self.channels
+            .iter()
+            .position(|c| c.name == name)
+            .map(|i| i as ChannelId)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (ChannelId, &ChannelInfo)> {
+        self.channels
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i as ChannelId, c))
+    }
+
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+}
+
+/// A set of channels a subscriber wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSet(Vec<bool>);
+
+impl ChannelSet {
+    pub fn all(table: &ChannelTable) -> ChannelSet {
+        ChannelSet(vec![true; table.len()])
+    }
+
+    /// Channels by name; an empty list means all of them.
+    pub fn named(table: &ChannelTable, names: &[String]) -> Result<ChannelSet, String> {
+        if names.is_empty() {
+            return Ok(ChannelSet::all(table));
+        }
+        let mut set = vec![false; table.len()];
+        for name in names {
+            let id = table
+                .by_name(name)
+                .ok_or_else(|| format!("unknown channel {name:?}"))?;
+            set[usize::from(id)] = true;
+        }
+        Ok(ChannelSet(set))
+    }
+
+    pub fn contains(&self, id: ChannelId) -> bool {
+        self.0.get(usize::from(id)).copied().unwrap_or(false)
+    }
+}
+
+/// Where a packet sits inside its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketRef {
+    pub offset: u32,
+    pub len: u32,
+    pub apid: u16,
+    pub channel: ChannelId,
+}
+
+/// Packets received together: one buffer, one receive time, one direction.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub packet_type: PacketType,
+    pub received_ns: u64,
+    pub data: Bytes,
+    pub packets: Vec<PacketRef>,
+    /// Bus-wide index of the first packet, set on publish; lets live subscribers count losses.
+    pub first_index: u64,
+}
+
+impl Batch {
+    pub fn new(packet_type: PacketType, received_ns: u64, data: Bytes) -> Batch {
+        Batch {
+            packet_type,
+            received_ns,
+            data,
+            packets: Vec::new(),
+            first_index: 0,
+        }
+    }
+
+    pub fn bytes(&self, packet: &PacketRef) -> &[u8] {
+        let start = packet.offset as usize;
+        &self.data[start..start + packet.len as usize]
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    Everything,
+    Only(PacketType),
+}
+
+impl Interest {
+    fn wants(self, packet_type: PacketType) -> bool {
+        match self {
+            Interest::Everything => true,
+            Interest::Only(t) => t == packet_type,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("a lossless subscriber of the bus has stopped")]
+pub struct BusClosed;
+
+pub struct Bus {
+    lossless: Vec<(Interest, mpsc::Sender<Arc<Batch>>)>,
+    live: broadcast::Sender<Arc<Batch>>,
+    /// Serialises publishers so every subscriber sees the same order and indices.
+    next_index: Mutex<u64>,
+}
+
+/// Batches a lossless subscriber may have queued before the publisher waits.
+const LOSSLESS_DEPTH: usize = 256;
+
+impl Bus {
+    pub fn new(live_capacity: usize) -> Bus {
+        Bus {
+            lossless: Vec::new(),
+            live: broadcast::channel(live_capacity).0,
+            next_index: Mutex::new(0),
+        }
+    }
+
+    /// Adds a subscriber that receives every matching batch; only before the bus is shared.
+    pub fn subscribe_lossless(&mut self, interest: Interest) -> mpsc::Receiver<Arc<Batch>> {
+        let (tx, rx) = mpsc::channel(LOSSLESS_DEPTH);
+        self.lossless.push((interest, tx));
+        rx
+    }
+
+    pub fn subscribe_live(&self, channels: ChannelSet) -> LiveSubscription {
+        LiveSubscription {
+            rx: self.live.subscribe(),
+            channels,
+            next_index: None,
+            pending: None,
+        }
+    }
+
+    pub fn live_subscribers(&self) -> usize {
+        self.live.receiver_count()
+    }
+
+    /// Publishes a batch; waits while a lossless subscriber is full.
+    pub async fn publish(&self, mut batch: Batch) -> Result<(), BusClosed> {
+        if batch.packets.is_empty() {
+            return Ok(());
+        }
+        let mut next_index = self.next_index.lock().await;
+        batch.first_index = *next_index;
+        *next_index += batch.packets.len() as u64;
+        let batch = Arc::new(batch);
+        for (interest, tx) in &self.lossless {
+            if interest.wants(batch.packet_type) {
+                tx.send(batch.clone()).await.map_err(|_| BusClosed)?;
+            }
+        }
+        // No live subscriber is not an error.
+        let _ = self.live.send(batch);
+        Ok(())
+    }
+
+    /// Drops the lossless senders so their subscribers drain and stop (shutdown).
+    pub fn close_lossless(&mut self) {
+        self.lossless.clear();
+    }
+}
+
+pub struct LiveSubscription {
+    rx: broadcast::Receiver<Arc<Batch>>,
+    channels: ChannelSet,
+    next_index: Option<u64>,
+    /// A batch received right after a loss, delivered on the next call.
+    pending: Option<Arc<Batch>>,
+}
+
+#[derive(Debug)]
+pub enum LiveEvent {
+    Batch(Arc<Batch>),
+    /// This many packets (of all channels) were published while the subscriber lagged.
+    Lost(u64),
+    Closed,
+}
+
+impl LiveSubscription {
+    /// The next batch holding a packet of a subscribed channel, or news of a loss.
+    pub async fn recv(&mut self) -> LiveEvent {
+        loop {
+            let batch = match self.pending.take() {
+                Some(batch) => batch,
+                None => match self.rx.recv().await {
+                    Ok(batch) => batch,
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return LiveEvent::Closed,
+                },
+            };
+            if let Some(expected) = self.next_index
+                && batch.first_index > expected
+            {
+                let lost = batch.first_index - expected;
+                self.next_index = Some(batch.first_index);
+                self.pending = Some(batch);
+                return LiveEvent::Lost(lost);
+            }
+            self.next_index = Some(batch.first_index + batch.packets.len() as u64);
+            if batch
+                .packets
+                .iter()
+                .any(|p| self.channels.contains(p.channel))
+            {
+                return LiveEvent::Batch(batch);
+            }
+        }
+    }
+
+    pub fn wants(&self, channel: ChannelId) -> bool {
+        self.channels.contains(channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn table() -> ChannelTable {
+        let config = Config::parse(
+            "channels:\n  - {name: hk, apids: [100, 101], direction: telemetry}\n  - {name: cmd, apids: [200], direction: command}\n",
+        )
+        .unwrap();
+        ChannelTable::new(&config.channels)
+    }
+
+    fn batch(packet_type: PacketType, channels: &[ChannelId]) -> Batch {
+        let mut batch = Batch::new(packet_type, 1, Bytes::from(vec![0u8; channels.len()]));
+        for (i, &channel) in channels.iter().enumerate() {
+            batch.packets.push(PacketRef {
+                offset: i as u32,
+                len: 1,
+                apid: 0,
+                channel,
+            });
+        }
+        batch
+    }
+
+    #[test]
+    fn routes_by_apid_and_direction() {
+        let table = table();
+        assert_eq!(table.route(101, PacketType::Telemetry), Ok(0));
+        assert_eq!(table.route(200, PacketType::Telecommand), Ok(1));
+        assert_eq!(
+            table.route(200, PacketType::Telemetry),
+            Ok(1),
+            "acks ride the command channel"
+        );
+        assert_eq!(
+            table.route(100, PacketType::Telecommand),
+            Err(RouteError::WrongType)
+        );
+        assert_eq!(
+            table.route(300, PacketType::Telemetry),
+            Err(RouteError::UnknownApid)
+        );
+        assert!(ChannelSet::named(&table, &["nope".into()]).is_err());
+    }
+
+    #[tokio::test]
+    async fn lossless_subscribers_get_their_interest_and_live_ones_their_channels() {
+        let table = table();
+        let mut bus = Bus::new(16);
+        let mut recorder = bus.subscribe_lossless(Interest::Everything);
+        let mut uplink = bus.subscribe_lossless(Interest::Only(PacketType::Telecommand));
+        let bus = Arc::new(bus);
+        let mut commands_only =
+            bus.subscribe_live(ChannelSet::named(&table, &["cmd".into()]).unwrap());
+
+        bus.publish(batch(PacketType::Telemetry, &[0, 0]))
+            .await
+            .unwrap();
+        bus.publish(batch(PacketType::Telecommand, &[1]))
+            .await
+            .unwrap();
+
+        assert_eq!(recorder.recv().await.unwrap().first_index, 0);
+        assert_eq!(recorder.recv().await.unwrap().first_index, 2);
+        assert_eq!(
+            uplink.recv().await.unwrap().packet_type,
+            PacketType::Telecommand
+        );
+        assert!(uplink.try_recv().is_err());
+        match commands_only.recv().await {
+            LiveEvent::Batch(b) => assert_eq!(b.first_index, 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lagging_live_subscriber_learns_how_many_packets_it_lost() {
+        let table = table();
+        let bus = Bus::new(2);
+        let mut slow = bus.subscribe_live(ChannelSet::all(&table));
+        bus.publish(batch(PacketType::Telemetry, &[0]))
+            .await
+            .unwrap();
+        assert!(matches!(slow.recv().await, LiveEvent::Batch(_)));
+        for _ in 0..5 {
+            bus.publish(batch(PacketType::Telemetry, &[0, 0, 0]))
+                .await
+                .unwrap();
+        }
+        // Capacity 2: the first three of the five batches (9 packets) are gone.
+        assert!(matches!(slow.recv().await, LiveEvent::Lost(9)));
+        match slow.recv().await {
+            LiveEvent::Batch(b) => assert_eq!(b.first_index, 10),
+            other => panic!("{other:?}"),
+        }
+    }
+}
