@@ -78,15 +78,21 @@ build_go_install() { # name version package
   install_bin "$1" "$2" "$gobin/$1"
 }
 
-# kwok's stage configs (node initialise/heartbeat, pod ready/delete) ship in its module.
+# kwok has no built-in stages since v0.8: node initialise/heartbeat, pod ready/complete/delete and volume
+# provisioning ship as Stage YAMLs in its module, gathered here into one file for `kwok --config`, with the
+# StorageClass (kwok-volume, the default class) that its volume stages provision for.
 fetch_kwok_stages() {
-  local dest="$VGS_BIN/kwok-stages-$KWOK_VERSION"
-  [[ -d "$dest" ]] && return 0
-  local src
+  local dest="$VGS_BIN/kwok-stages-$KWOK_VERSION.yaml"
+  [[ -f "$dest" ]] && return 0
+  local src f
   src="$(cd "$WORK" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')"
-  mkdir -p "$dest.tmp"
-  cp "$src"/kustomize/stage/node/fast/*.yaml "$src"/kustomize/stage/pod/fast/*.yaml "$dest.tmp"/
-  chmod -R u+w "$dest.tmp" && mv "$dest.tmp" "$dest"
+  for f in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete \
+    volume/fast/pvc-provision volume/fast/pv-bind volume/fast/pvc-delete volume/fast/pv-delete; do
+    cat "$src/kustomize/stage/$f.yaml"
+    echo "---"
+  done >"$dest.tmp"
+  cp "$src/kustomize/stage/volume/fast/storage-class.yaml" "$VGS_BIN/kwok-storageclass-$KWOK_VERSION.yaml"
+  mv "$dest.tmp" "$dest"
 }
 
 want="${1:-all}"

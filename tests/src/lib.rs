@@ -1,1 +1,326 @@
+//! Harness for the end-to-end tests: a client for the local control plane (`KUBECONFIG`, started by
+//! `hack/cluster.sh up`), a namespace per test, and an operator process per test, scoped to that namespace,
+//! so that tests run in parallel without seeing each other's objects or metrics.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+use tokio::time::{Instant, sleep};
+
+pub const FIELD_MANAGER: &str = "vgs-e2e";
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+pub fn groundsystem_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("vgs.io", "v1alpha1", "GroundSystem"),
+        "groundsystems",
+    )
+}
+
+/// Polls `check` until it yields `Some`, or fails after `timeout` with the last reason it gave.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => "condition not met yet".to_string(),
+            Err(err) => format!("{err:#}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}: {last}");
+        }
+        sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn client() -> Result<Client> {
+    static CLIENT: OnceCell<Client> = OnceCell::const_new();
+    CLIENT
+        .get_or_try_init(|| async {
+            Client::try_default().await.context(
+                "no Kubernetes client: run the tests through hack/test.sh, which starts the local control plane",
+            )
+        })
+        .await
+        .cloned()
+}
+
+/// Installs crds/groundsystem.yaml (once per test binary) and waits until it is Established.
+pub async fn install_crd() -> Result<Client> {
+    static INSTALLED: OnceCell<()> = OnceCell::const_new();
+    let client = client().await?;
+    INSTALLED
+        .get_or_try_init(|| async {
+            let text = std::fs::read_to_string(repo_root().join("crds/groundsystem.yaml"))?;
+            let crd: CustomResourceDefinition = serde_yaml_ng::from_str(&text)?;
+            let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+            api.patch(
+                &crd.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&crd),
+            )
+            .await?;
+            eventually(
+                "the CRD to be Established",
+                Duration::from_secs(30),
+                || async {
+                    let crd = api.get(&crd.name_any()).await?;
+                    let established = crd
+                        .status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    Ok(established.then_some(()))
+                },
+            )
+            .await
+        })
+        .await?;
+    Ok(client)
+}
+
+/// A namespace of its own for one test, deleted when the test ends (whether it passed or not).
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn create(prefix: &str) -> Result<Self> {
+        let client = install_crd().await?;
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(json!({
+            "metadata": { "generateName": format!("e2e-{prefix}-"), "labels": { "vgs.io/e2e": "true" } }
+        }))?;
+        let ns = api.create(&PostParams::default(), &ns).await?;
+        let name = ns.name_any();
+        // Pods need the namespace's default ServiceAccount, which the controller manager creates.
+        let sa: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+            Api::namespaced(client.clone(), &name);
+        eventually(
+            "the default ServiceAccount",
+            Duration::from_secs(30),
+            || async { Ok(sa.get_opt("default").await?.map(|_| ())) },
+        )
+        .await?;
+        Ok(Self { name, client })
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+
+    pub fn groundsystems(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), &self.name, &groundsystem_resource())
+    }
+
+    /// Applies a GroundSystem (server-side, as a user would with `kubectl apply --server-side`).
+    pub async fn apply_groundsystem(&self, name: &str, spec: Value) -> Result<DynamicObject> {
+        let object = json!({
+            "apiVersion": "vgs.io/v1alpha1",
+            "kind": "GroundSystem",
+            "metadata": { "name": name },
+            "spec": spec,
+        });
+        Ok(self
+            .groundsystems()
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&object),
+            )
+            .await?)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let (client, name) = (self.client.clone(), self.name.clone());
+        // Drop cannot await; delete on a thread of its own, so that a failing test still cleans up.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .map(|_| ())
+                    .map_err(std::io::Error::other)
+            })
+        })
+        .join();
+    }
+}
+
+/// An operator process watching one namespace, stopped (SIGTERM) when dropped. Its log goes to
+/// target/e2e-logs/<namespace>.log.
+pub struct Operator {
+    child: Child,
+    pub http: String,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    pub async fn start(namespace: &str, resync_seconds: u64) -> Result<Self> {
+        let binary = std::env::var("VGS_OPERATOR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| repo_root().join("target/debug/vgs-operator"));
+        if !binary.exists() {
+            bail!(
+                "operator binary {} not found: build it with `cargo build -p vgs-operator` or run hack/test.sh",
+                binary.display()
+            );
+        }
+        let http = format!("127.0.0.1:{}", free_port()?);
+        let log_dir = repo_root().join("target/e2e-logs");
+        std::fs::create_dir_all(&log_dir)?;
+        let log = log_dir.join(format!("{namespace}.log"));
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(&binary)
+            .args(["run", "--namespace", namespace, "--http-addr", &http])
+            .args(["--resync-interval", &resync_seconds.to_string()])
+            .args(["--default-image", "ghcr.io/vgs-io/vfep:e2e"])
+            .env("RUST_LOG", "info,vgs_operator=debug")
+            .stdout(Stdio::from(log_file.try_clone()?))
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let operator = Self { child, http, log };
+        eventually(
+            "the operator's /readyz",
+            Duration::from_secs(30),
+            || async {
+                let response = reqwest::get(format!("http://{}/readyz", operator.http)).await?;
+                Ok(response.status().is_success().then_some(()))
+            },
+        )
+        .await
+        .with_context(|| operator.log_tail())?;
+        Ok(operator)
+    }
+
+    pub async fn metrics(&self) -> Result<String> {
+        Ok(reqwest::get(format!("http://{}/metrics", self.http))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?)
+    }
+
+    /// The sum of every sample of a metric family (all label sets), 0 when it has no samples yet.
+    pub async fn metric_sum(&self, family: &str) -> Result<f64> {
+        let text = self.metrics().await?;
+        Ok(sum_samples(&text, family))
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        format!("operator log ({}):\n{tail}", self.log.display())
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        // SIGTERM, so that the graceful shutdown path runs; kill if it does not stop in time.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..50 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Sums the samples of one family in the Prometheus text format (`name{labels} value` or `name value`).
+pub fn sum_samples(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (name, rest) = line.split_at(line.find(['{', ' '])?);
+            (name == family).then(|| rest.rsplit(' ').next()?.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// The status of a condition of an object's `status.conditions`, if present.
+pub fn condition_status(object: &DynamicObject, kind: &str) -> Option<String> {
+    object.data["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+        .and_then(|c| c["status"].as_str().map(str::to_owned))
+}
+
+/// Waits until the GroundSystem is Ready for its current generation, and returns it.
+pub async fn wait_ready(
+    ns: &TestNamespace,
+    name: &str,
+    timeout: Duration,
+) -> Result<DynamicObject> {
+    let api = ns.groundsystems();
+    eventually(&format!("GroundSystem {name} to be Ready"), timeout, || async {
+        let gs = api.get(name).await?;
+        let generation = gs.metadata.generation;
+        let observed = gs.data["status"]["observedGeneration"].as_i64();
+        let ready = condition_status(&gs, "Ready");
+        if observed == generation && ready.as_deref() == Some("True") {
+            Ok(Some(gs))
+        } else {
+            Err(anyhow!(
+                "generation {generation:?}, observedGeneration {observed:?}, Ready {ready:?}; status: {}",
+                gs.data["status"]
+            ))
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sum_samples;
+
+    #[test]
+    fn sums_every_label_set_of_one_family_only() {
+        let text = "# HELP x_total help\nx_total{kind=\"a\"} 2\nx_total{kind=\"b\"} 3\nx_total_created 9\ny 1\n";
+        assert_eq!(sum_samples(text, "x_total"), 5.0);
+        assert_eq!(sum_samples(text, "y"), 1.0);
+        assert_eq!(sum_samples(text, "z"), 0.0);
+    }
+}

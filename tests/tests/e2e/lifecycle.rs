@@ -1,0 +1,323 @@
+//! Day-2 behaviour: changes roll out, drift is corrected, deletion cleans up (but keeps recordings by
+//! default), and an unchanged GroundSystem costs no writes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use vgs_e2e::{Operator, TestNamespace, eventually, wait_ready};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn channels(extra: Option<&str>) -> serde_json::Value {
+    let mut list = vec![
+        json!({ "name": "housekeeping", "apids": [100, 101], "direction": "telemetry", "rateHz": 1.0 }),
+        json!({ "name": "commands", "apids": [200], "direction": "command" }),
+    ];
+    if let Some(name) = extra {
+        list.push(json!({ "name": name, "apids": [300], "direction": "telemetry", "rateHz": 5.0 }));
+    }
+    json!(list)
+}
+
+fn config_hash(deployment: &Deployment) -> Option<String> {
+    deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get("vgs.io/config-hash")
+        .cloned()
+}
+
+/// Names of the ReplicaSets of a Deployment (each pod-template change creates a new one).
+async fn replica_sets(ns: &TestNamespace, deployment: &str) -> Result<Vec<String>> {
+    let list = ns.api::<ReplicaSet>().list(&ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|rs| rs.owner_references().iter().any(|o| o.name == deployment))
+        .map(|rs| rs.name_any())
+        .collect())
+}
+
+#[tokio::test]
+async fn channel_change_rolls_pods_and_replica_change_scales() -> Result<()> {
+    let ns = TestNamespace::create("rollout").await?;
+    let operator = Operator::start(&ns.name, 300).await?;
+    ns.apply_groundsystem("mission", json!({ "channels": channels(None) }))
+        .await?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+    let deployments = ns.api::<Deployment>();
+    let before = config_hash(&deployments.get("mission-vfep").await?).context("no config hash")?;
+    let sets_before = replica_sets(&ns, "mission-vfep").await?;
+    assert_eq!(sets_before.len(), 1);
+
+    ns.apply_groundsystem("mission", json!({ "channels": channels(Some("payload")) }))
+        .await?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+    for component in ["vfep", "gs", "sim"] {
+        let after = config_hash(&deployments.get(&format!("mission-{component}")).await?);
+        assert_ne!(
+            after.as_deref(),
+            Some(before.as_str()),
+            "mission-{component} did not roll"
+        );
+    }
+    eventually(
+        "a new ReplicaSet for the new pod template",
+        TIMEOUT,
+        || async {
+            let sets = replica_sets(&ns, "mission-vfep").await?;
+            Ok((sets.len() == 2).then_some(()))
+        },
+    )
+    .await?;
+    let config = ns.api::<ConfigMap>().get("mission-channels").await?;
+    assert!(config.data.unwrap()["vfep.yaml"].contains("payload"));
+
+    ns.apply_groundsystem(
+        "mission",
+        json!({ "channels": channels(Some("payload")), "groundSystem": { "replicas": 3 } }),
+    )
+    .await?;
+    let gs = wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+    let deployment = deployments.get("mission-gs").await?;
+    assert_eq!(deployment.spec.replicas, Some(3));
+    assert_eq!(deployment.status.unwrap().ready_replicas, Some(3));
+    assert_eq!(gs.data["status"]["groundSystem"]["replicas"], "3/3");
+    Ok(())
+}
+
+#[tokio::test]
+async fn children_deleted_or_edited_by_hand_are_restored() -> Result<()> {
+    let ns = TestNamespace::create("drift").await?;
+    let operator = Operator::start(&ns.name, 300).await?;
+    ns.apply_groundsystem("mission", json!({})).await?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+
+    let services = ns.api::<Service>();
+    let original_uid = services.get("mission-gs").await?.uid();
+    services
+        .delete("mission-gs", &DeleteParams::default())
+        .await?;
+    eventually("the deleted Service to be recreated", TIMEOUT, || async {
+        let service = services.get_opt("mission-gs").await?;
+        Ok(service.filter(|s| s.uid() != original_uid).map(|_| ()))
+    })
+    .await
+    .with_context(|| operator.log_tail())?;
+
+    // A hand edit by another field manager (as `kubectl scale` or `kubectl edit` would do).
+    let deployments = ns.api::<Deployment>();
+    deployments
+        .patch(
+            "mission-vfep",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 4 } })),
+        )
+        .await?;
+    let config_maps = ns.api::<ConfigMap>();
+    config_maps
+        .patch(
+            "mission-channels",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "data": { "vfep.yaml": "channels: []\n" } })),
+        )
+        .await?;
+    eventually("the hand edits to be reverted", TIMEOUT, || async {
+        let replicas = deployments.get("mission-vfep").await?.spec.replicas;
+        let config = config_maps
+            .get("mission-channels")
+            .await?
+            .data
+            .unwrap_or_default();
+        let restored = replicas == Some(1) && config["vfep.yaml"].contains("channels:\n");
+        Ok(restored.then_some(()))
+    })
+    .await
+    .with_context(|| operator.log_tail())?;
+    Ok(())
+}
+
+async fn wait_gone<K>(api: &Api<K>, name: &str) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{name} to be deleted"), TIMEOUT, || async {
+        Ok(api.get_opt(name).await?.is_none().then_some(()))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn deletion_collects_children_and_keeps_recordings_unless_asked() -> Result<()> {
+    let ns = TestNamespace::create("deletion").await?;
+    let operator = Operator::start(&ns.name, 300).await?;
+    ns.apply_groundsystem("kept", json!({})).await?;
+    ns.apply_groundsystem(
+        "dropped",
+        json!({ "recording": { "retentionPolicy": "Delete" } }),
+    )
+    .await?;
+    for name in ["kept", "dropped"] {
+        wait_ready(&ns, name, TIMEOUT)
+            .await
+            .with_context(|| operator.log_tail())?;
+    }
+    for name in ["kept", "dropped"] {
+        ns.groundsystems()
+            .delete(name, &DeleteParams::foreground())
+            .await?;
+    }
+    let (deployments, services) = (ns.api::<Deployment>(), ns.api::<Service>());
+    let (config_maps, claims) = (ns.api::<ConfigMap>(), ns.api::<PersistentVolumeClaim>());
+    for name in ["kept", "dropped"] {
+        wait_gone(&ns.groundsystems(), name).await?;
+        for component in ["vfep", "gs", "sim"] {
+            wait_gone(&deployments, &format!("{name}-{component}")).await?;
+            wait_gone(&services, &format!("{name}-{component}")).await?;
+        }
+        wait_gone(&config_maps, &format!("{name}-channels")).await?;
+        wait_gone(&claims, &format!("{name}-config")).await?;
+    }
+    wait_gone(&claims, "dropped-recording").await?;
+    // The retained recording is still there, with no owner left to collect it, and not being deleted.
+    let kept = claims.get("kept-recording").await?;
+    assert!(kept.metadata.deletion_timestamp.is_none());
+    assert!(kept.owner_references().is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn disabling_the_simulator_removes_its_deployment() -> Result<()> {
+    let ns = TestNamespace::create("nosim").await?;
+    let operator = Operator::start(&ns.name, 300).await?;
+    ns.apply_groundsystem("mission", json!({})).await?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+    ns.apply_groundsystem("mission", json!({ "simulator": { "enabled": false } }))
+        .await?;
+    let gs = wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+    wait_gone(&ns.api::<Deployment>(), "mission-sim").await?;
+    wait_gone(&ns.api::<Service>(), "mission-sim").await?;
+    ns.api::<Deployment>().get("mission-vfep").await?;
+    assert_eq!(gs.data["status"]["simulator"]["replicas"], "0/0");
+    Ok(())
+}
+
+/// resourceVersions of the GroundSystem and of everything labelled as its child.
+async fn resource_versions(ns: &TestNamespace, name: &str) -> Result<BTreeMap<String, String>> {
+    let selector = ListParams::default().labels(&format!("vgs.io/groundsystem={name}"));
+    let mut versions = BTreeMap::new();
+    let mut record = |kind: &str, objects: Vec<(String, Option<String>)>| {
+        for (object, version) in objects {
+            versions.insert(format!("{kind}/{object}"), version.unwrap_or_default());
+        }
+    };
+    fn pairs<K: Resource>(items: Vec<K>) -> Vec<(String, Option<String>)> {
+        items
+            .into_iter()
+            .map(|o| {
+                (
+                    o.meta().name.clone().unwrap_or_default(),
+                    o.meta().resource_version.clone(),
+                )
+            })
+            .collect()
+    }
+    record(
+        "deployment",
+        pairs(ns.api::<Deployment>().list(&selector).await?.items),
+    );
+    record(
+        "service",
+        pairs(ns.api::<Service>().list(&selector).await?.items),
+    );
+    record(
+        "configmap",
+        pairs(ns.api::<ConfigMap>().list(&selector).await?.items),
+    );
+    record(
+        "pvc",
+        pairs(
+            ns.api::<PersistentVolumeClaim>()
+                .list(&selector)
+                .await?
+                .items,
+        ),
+    );
+    let gs = ns.groundsystems().get(name).await?;
+    record(
+        "groundsystem",
+        vec![(name.to_string(), gs.metadata.resource_version)],
+    );
+    Ok(versions)
+}
+
+#[tokio::test]
+async fn resync_of_an_unchanged_groundsystem_makes_zero_writes() -> Result<()> {
+    let ns = TestNamespace::create("resync").await?;
+    // A one-second resync interval: every GroundSystem is reconciled again each second.
+    let operator = Operator::start(&ns.name, 1).await?;
+    ns.apply_groundsystem("mission", json!({})).await?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+
+    // Settle: wait until two snapshots a few resyncs apart agree (the controller manager and kwok may
+    // still be finishing their own status updates of the Deployments and PVCs).
+    let settled = eventually("the children to settle", TIMEOUT, || async {
+        let first = resource_versions(&ns, "mission").await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let second = resource_versions(&ns, "mission").await?;
+        Ok((first == second).then_some(second))
+    })
+    .await?;
+    assert_eq!(
+        settled.len(),
+        9,
+        "3 Deployments, 3 Services, 1 ConfigMap, 2 PVCs: {settled:?}"
+    );
+
+    let writes_before = operator.metric_sum("vgs_operator_writes_total").await?;
+    let reconciles_before = operator
+        .metric_sum("vgs_operator_reconciliations_total")
+        .await?;
+    let resyncs = eventually("at least 3 more reconciliations", TIMEOUT, || async {
+        let now = operator
+            .metric_sum("vgs_operator_reconciliations_total")
+            .await?;
+        Ok((now >= reconciles_before + 3.0).then_some(now - reconciles_before))
+    })
+    .await
+    .with_context(|| operator.log_tail())?;
+    let writes_after = operator.metric_sum("vgs_operator_writes_total").await?;
+    let after = resource_versions(&ns, "mission").await?;
+    if writes_after != writes_before || after != settled {
+        bail!(
+            "{resyncs} resyncs of an unchanged GroundSystem wrote: writes {writes_before} -> {writes_after}, \
+             resourceVersions {settled:?} -> {after:?}\n{}",
+            operator.log_tail()
+        );
+    }
+    Ok(())
+}

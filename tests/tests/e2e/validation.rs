@@ -1,0 +1,139 @@
+//! The CRD is installed from crds/ and the API server itself rejects bad specs, naming the field.
+
+use anyhow::Result;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use serde_json::{Value, json};
+use vgs_e2e::{TestNamespace, install_crd};
+
+#[tokio::test]
+async fn crd_is_established_with_short_name_printer_columns_and_field_docs() -> Result<()> {
+    let client = install_crd().await?;
+    let crd = Api::<CustomResourceDefinition>::all(client)
+        .get("groundsystems.vgs.io")
+        .await?;
+    assert_eq!(crd.spec.scope, "Namespaced");
+    assert_eq!(crd.spec.names.short_names, Some(vec!["vgs".to_string()]));
+    let version = &crd.spec.versions[0];
+    assert_eq!(version.name, "v1alpha1");
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .is_some_and(|s| s.status.is_some())
+    );
+    let columns: Vec<&str> = version
+        .additional_printer_columns
+        .iter()
+        .flatten()
+        .map(|c| c.name.as_str())
+        .collect();
+    for column in ["Ready", "vFEP", "GS", "Simulator", "Recording", "Age"] {
+        assert!(
+            columns.contains(&column),
+            "printer column {column} missing: {columns:?}"
+        );
+    }
+    // Every property documents itself, so that `kubectl explain groundsystem.spec...` is useful.
+    let schema = serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema)?;
+    let mut undocumented = Vec::new();
+    find_undocumented(&schema["properties"]["spec"], "spec", &mut undocumented);
+    assert!(
+        undocumented.is_empty(),
+        "fields without a description: {undocumented:?}"
+    );
+    Ok(())
+}
+
+fn find_undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
+    if schema.get("description").is_none() {
+        out.push(path.to_string());
+    }
+    if let Some(properties) = schema["properties"].as_object() {
+        for (name, child) in properties {
+            find_undocumented(child, &format!("{path}.{name}"), out);
+        }
+    }
+    if schema["items"].is_object() {
+        find_undocumented(&schema["items"], &format!("{path}[]"), out);
+    }
+}
+
+/// Creates (server-side dry run) a GroundSystem with `spec` and returns the API server's rejection message.
+async fn rejection(ns: &TestNamespace, spec: Value) -> Result<String> {
+    let object = serde_json::from_value(json!({
+        "apiVersion": "vgs.io/v1alpha1",
+        "kind": "GroundSystem",
+        "metadata": { "name": "bad" },
+        "spec": spec,
+    }))?;
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    match ns.groundsystems().create(&params, &object).await {
+        Ok(_) => anyhow::bail!("the API server accepted a bad spec: {spec}"),
+        Err(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "expected 422 Invalid, got {status:?}");
+            Ok(status.message)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+#[tokio::test]
+async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
+    let ns = TestNamespace::create("validation").await?;
+    let channel = |name: &str, direction: &str| json!({ "name": name, "apids": [100], "direction": direction });
+    let cases = [
+        (json!({ "vfep": { "replicas": -1 } }), "spec.vfep.replicas"),
+        (
+            json!({ "groundSystem": { "resources": {
+                "requests": { "cpu": "500m", "memory": "128Mi" },
+                "limits": { "cpu": "100m", "memory": "256Mi" } } } }),
+            "spec.groundSystem.resources",
+        ),
+        (
+            json!({ "simulator": { "resources": {
+                "requests": { "cpu": "100m", "memory": "512Mi" },
+                "limits": { "cpu": "200m", "memory": "256Mi" } } } }),
+            "spec.simulator.resources",
+        ),
+        (
+            json!({ "channels": [channel("hk", "sideways")] }),
+            "spec.channels[0].direction",
+        ),
+        (
+            json!({ "channels": [channel("", "telemetry")] }),
+            "spec.channels[0].name",
+        ),
+        (
+            json!({ "channels": [channel("Bad_Name", "telemetry")] }),
+            "spec.channels[0].name",
+        ),
+        (
+            json!({ "channels": [{ "name": "hk", "apids": [4096], "direction": "telemetry" }] }),
+            "spec.channels[0].apids[0]",
+        ),
+        (
+            json!({ "channels": [channel("hk", "telemetry"), channel("hk", "command")] }),
+            "spec.channels",
+        ),
+        (
+            json!({ "recording": { "size": "ten gigs" } }),
+            "spec.recording.size",
+        ),
+        (
+            json!({ "recording": { "retentionPolicy": "Forget" } }),
+            "spec.recording.retentionPolicy",
+        ),
+    ];
+    for (spec, field) in cases {
+        let message = rejection(&ns, spec.clone()).await?;
+        assert!(
+            message.contains(field),
+            "rejection of {spec} should name {field}, but says: {message}"
+        );
+    }
+    Ok(())
+}
