@@ -19,6 +19,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/.." && pwd)"
+# shellcheck source=SCRIPTDIR/lib.sh
 source "$HERE/lib.sh"
 
 TARGET=x86_64-unknown-linux-gnu
@@ -79,6 +80,7 @@ run_image() { # args...
   esac
 }
 
+# shellcheck disable=SC2016 # Go templates, not shell expansions
 inspect_labels() { # prints KEY=VALUE lines of the image's labels and its user
   case "$(tool)" in
     docker) docker image inspect --format '{{range $k, $v := .Config.Labels}}{{$k}}={{$v}}{{"\n"}}{{end}}user={{.Config.User}}' "$REF" ;;
