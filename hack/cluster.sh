@@ -45,10 +45,16 @@ wait_for() { # what seconds component command...
   done
 }
 
+# Starts a component in a session of its own, so that Ctrl-C in the shell that started it (hack/run.sh)
+# does not reach it. setsid may fork, so the component writes its own pid before it execs.
 start() { # name command...
   local name="$1"; shift
-  setsid "$@" >"$LOGS/$name.log" 2>&1 < /dev/null &
-  echo $! >"$RUN/$name.pid"
+  rm -f "$RUN/$name.pid"
+  # shellcheck disable=SC2016 # $$ and $0 are for the inner shell
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN/$name.pid" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
+  local i
+  for i in $(seq 1 50); do [[ -s "$RUN/$name.pid" ]] && return 0; sleep 0.1; done
+  die "$name did not start"
 }
 
 stop_all() {
