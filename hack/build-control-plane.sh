@@ -4,6 +4,7 @@
 # A binary already in the cache is never rebuilt. A cold build takes tens of minutes on 2 cores.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=hack/lib.sh
 source "$HERE/lib.sh"
 
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false

@@ -9,6 +9,7 @@
 #   hack/cluster.sh env     print the exports for KUBECONFIG and PATH (eval "$(hack/cluster.sh env)")
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=hack/lib.sh
 source "$HERE/lib.sh"
 
 PKI="$VGS_STATE/pki"
@@ -52,21 +53,21 @@ start() { # name command...
   rm -f "$RUN/$name.pid"
   # shellcheck disable=SC2016 # $$ and $0 are for the inner shell
   setsid bash -c 'echo $$ >"$0"; exec "$@"' "$RUN/$name.pid" "$@" >"$LOGS/$name.log" 2>&1 </dev/null &
-  local i
-  for i in $(seq 1 50); do [[ -s "$RUN/$name.pid" ]] && return 0; sleep 0.1; done
+  local _
+  for _ in $(seq 1 50); do [[ -s "$RUN/$name.pid" ]] && return 0; sleep 0.1; done
   die "$name did not start"
 }
 
 stop_all() {
-  local c pid i
+  local c pid _
   for c in "${COMPONENTS[@]}"; do
     pid="$(pid_of "$c")"
-    [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true
+    if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi
   done
   for c in "${COMPONENTS[@]}"; do
     pid="$(pid_of "$c")"
     [[ -n "$pid" ]] || continue
-    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$RUN/$c.pid"
   done

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need, when missing: buildah, podman and runc for images,
-# shellcheck for the scripts. Needs root (CI and the dev machines run as root).
+# and the script linter. Needs root (CI and the dev machines run as root).
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=hack/lib.sh
 source "$HERE/lib.sh"
 missing=()
 for tool in buildah podman runc shellcheck; do command -v "$tool" >/dev/null || missing+=("$tool"); done

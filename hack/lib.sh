@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # variables used by the scripts that source this file
 # Shared settings for the local control plane scripts. Sourced, not run.
 # Versions are pinned to match the k8s-openapi feature (v1_37) used by the Rust crates.
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
