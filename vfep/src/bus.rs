@@ -185,14 +185,19 @@ impl Interest {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("a lossless subscriber of the bus has stopped")]
+#[error("the bus is closed")]
 pub struct BusClosed;
 
 pub struct Bus {
-    lossless: Vec<(Interest, mpsc::Sender<Arc<Batch>>)>,
+    /// Held for a whole publish, so every subscriber sees the same order and indices.
+    publishing: Mutex<Publishing>,
     live: broadcast::Sender<Arc<Batch>>,
-    /// Serialises publishers so every subscriber sees the same order and indices.
-    next_index: Mutex<u64>,
+}
+
+struct Publishing {
+    next_index: u64,
+    lossless: Vec<(Interest, mpsc::Sender<Arc<Batch>>)>,
+    closed: bool,
 }
 
 /// Batches a lossless subscriber may have queued before the publisher waits.
@@ -201,16 +206,19 @@ const LOSSLESS_DEPTH: usize = 256;
 impl Bus {
     pub fn new(live_capacity: usize) -> Bus {
         Bus {
-            lossless: Vec::new(),
+            publishing: Mutex::new(Publishing {
+                next_index: 0,
+                lossless: Vec::new(),
+                closed: false,
+            }),
             live: broadcast::channel(live_capacity).0,
-            next_index: Mutex::new(0),
         }
     }
 
     /// Adds a subscriber that receives every matching batch; only before the bus is shared.
     pub fn subscribe_lossless(&mut self, interest: Interest) -> mpsc::Receiver<Arc<Batch>> {
         let (tx, rx) = mpsc::channel(LOSSLESS_DEPTH);
-        self.lossless.push((interest, tx));
+        self.publishing.get_mut().lossless.push((interest, tx));
         rx
     }
 
@@ -232,11 +240,14 @@ impl Bus {
         if batch.packets.is_empty() {
             return Ok(());
         }
-        let mut next_index = self.next_index.lock().await;
-        batch.first_index = *next_index;
-        *next_index += batch.packets.len() as u64;
+        let mut publishing = self.publishing.lock().await;
+        if publishing.closed {
+            return Err(BusClosed);
+        }
+        batch.first_index = publishing.next_index;
+        publishing.next_index += batch.packets.len() as u64;
         let batch = Arc::new(batch);
-        for (interest, tx) in &self.lossless {
+        for (interest, tx) in &publishing.lossless {
             if interest.wants(batch.packet_type) {
                 tx.send(batch.clone()).await.map_err(|_| BusClosed)?;
             }
@@ -246,9 +257,11 @@ impl Bus {
         Ok(())
     }
 
-    /// Drops the lossless senders so their subscribers drain and stop (shutdown).
-    pub fn close_lossless(&mut self) {
-        self.lossless.clear();
+    /// Lets the lossless subscribers drain and stop; later publishes fail (shutdown).
+    pub async fn close(&self) {
+        let mut publishing = self.publishing.lock().await;
+        publishing.closed = true;
+        publishing.lossless.clear();
     }
 }
 

@@ -235,26 +235,44 @@ impl StreamDecoder {
         truncated.then_some(Malformed::Truncated)
     }
 
-    /// Decodes a buffer that must hold exactly one packet (a TC submitted over an API).
-    pub fn decode_one(format: PacketFormat, buf: &[u8]) -> Result<PrimaryHeader, SingleError> {
+    /// Decodes a buffer that must hold whole, valid packets only (TCs submitted over an API):
+    /// the first problem rejects the lot.
+    pub fn decode_all(
+        format: PacketFormat,
+        buf: &[u8],
+    ) -> Result<Vec<(usize, PrimaryHeader)>, Rejected> {
         let mut decoder = StreamDecoder::new(format);
-        let mut verdicts = Vec::with_capacity(1);
-        let consumed = decoder.decode(buf, |d| verdicts.push(d));
-        match verdicts.as_slice() {
-            [] => Err(SingleError::Malformed(Malformed::Truncated)),
-            [Decoded::Dropped { reason, .. }] => Err(SingleError::Malformed(*reason)),
-            [Decoded::Packet { header, .. }] if consumed == buf.len() => Ok(*header),
-            _ => Err(SingleError::TrailingData),
+        let mut packets = Vec::new();
+        let mut first_error = None;
+        let consumed = decoder.decode(buf, |d| match d {
+            Decoded::Packet { offset, header } => packets.push((offset, header)),
+            Decoded::Dropped { reason, header } => {
+                first_error.get_or_insert(Rejected {
+                    reason,
+                    header: Some(header),
+                });
+            }
+        });
+        if let Some(error) = first_error {
+            return Err(error);
         }
+        if consumed < buf.len() || packets.is_empty() {
+            let header = (buf.len() - consumed >= PRIMARY_HEADER_LEN)
+                .then(|| PrimaryHeader::of(&buf[consumed..]));
+            return Err(Rejected {
+                reason: Malformed::Truncated,
+                header,
+            });
+        }
+        Ok(packets)
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum SingleError {
-    #[error("{0}")]
-    Malformed(Malformed),
-    #[error("more octets than the one packet its header describes")]
-    TrailingData,
+/// Why a buffer of packets was refused, and the header of the packet at fault when readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    pub reason: Malformed,
+    pub header: Option<PrimaryHeader>,
 }
 
 /// The header fields a packet's producer chooses; the length is derived.
@@ -388,7 +406,8 @@ mod tests {
     fn encoded_packet_round_trips() {
         let packet = tm(100, 16385, b"hello");
         assert_eq!(packet.len(), 6 + 5 + 2);
-        let header = StreamDecoder::decode_one(FORMAT, &packet).unwrap();
+        let packets = StreamDecoder::decode_all(FORMAT, &packet).unwrap();
+        let (_, header) = packets[0];
         assert_eq!(header.apid, 100);
         assert_eq!(header.sequence_count, 1, "count wraps modulo 16384");
     }
@@ -460,16 +479,22 @@ mod tests {
         }
         assert_eq!(decoder.finish(5), Some(Malformed::Truncated));
         assert_eq!(decoder.finish(0), None);
-        assert_eq!(
-            StreamDecoder::decode_one(FORMAT, &good[..good.len() - 1]),
-            Err(SingleError::Malformed(Malformed::Truncated))
-        );
-        let mut two = good.clone();
-        two.push(0);
-        assert_eq!(
-            StreamDecoder::decode_one(FORMAT, &two),
-            Err(SingleError::TrailingData)
-        );
+        assert!(matches!(
+            StreamDecoder::decode_all(FORMAT, &good[..good.len() - 1]),
+            Err(Rejected {
+                reason: Malformed::Truncated,
+                header: Some(_)
+            })
+        ));
+        assert!(matches!(
+            StreamDecoder::decode_all(FORMAT, &[]),
+            Err(Rejected {
+                reason: Malformed::Truncated,
+                header: None
+            })
+        ));
+        let two = [good.clone(), good.clone()].concat();
+        assert_eq!(StreamDecoder::decode_all(FORMAT, &two).unwrap().len(), 2);
     }
 
     #[test]

@@ -1,0 +1,200 @@
+//! Content negotiation: the same data as JSON or XML, chosen by the Accept header.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    Json,
+    Xml,
+    OctetStream,
+}
+
+impl MediaType {
+    pub fn mime(self) -> &'static str {
+        match self {
+            MediaType::Json => "application/json",
+            MediaType::Xml => "application/xml",
+            MediaType::OctetStream => "application/octet-stream",
+        }
+    }
+
+    fn matches(self, range: &str) -> bool {
+        match range {
+            "*/*" | "application/*" => true,
+            "application/json" => self == MediaType::Json,
+            "application/xml" | "text/xml" => self == MediaType::Xml,
+            "application/octet-stream" => self == MediaType::OctetStream,
+            _ => false,
+        }
+    }
+}
+
+/// The offered type the client rates highest (q-values honoured, ties to the server's order);
+/// the first offered when there is no Accept header; None when nothing offered is acceptable.
+pub fn negotiate(accept: Option<&str>, offered: &[MediaType]) -> Option<MediaType> {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return offered.first().copied();
+    };
+    let ranges: Vec<(String, f32)> = accept
+        .split(',')
+        .map(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            let range = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let q = parts
+                .filter_map(|p| p.strip_prefix("q="))
+                .find_map(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (range, q)
+        })
+        .collect();
+    let specificity = |range: &str| match range {
+        "*/*" => 0,
+        r if r.ends_with("/*") => 1,
+        _ => 2,
+    };
+    let quality = |media: MediaType| {
+        // The most specific matching range decides, per RFC 9110.
+        ranges
+            .iter()
+            .filter(|(range, _)| media.matches(range))
+            .max_by_key(|(range, _)| specificity(range))
+            .map_or(0.0, |(_, q)| *q)
+    };
+    let mut best: Option<(MediaType, f32)> = None;
+    for &media in offered {
+        let q = quality(media);
+        if q > 0.0 && best.is_none_or(|(_, best_q)| q > best_q) {
+            best = Some((media, q));
+        }
+    }
+    best.map(|(media, _)| media)
+}
+
+/// JSON or XML, as the request's Accept header asks; rejects with 406 otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Format(pub MediaType);
+
+impl Format {
+    pub const OFFERED: [MediaType; 2] = [MediaType::Json, MediaType::Xml];
+
+    pub fn from_headers(
+        headers: &HeaderMap,
+        offered: &[MediaType],
+    ) -> Result<MediaType, NotAcceptable> {
+        let accept = headers.get(ACCEPT).and_then(|v| v.to_str().ok());
+        negotiate(accept, offered).ok_or_else(|| NotAcceptable(offered.to_vec()))
+    }
+
+    /// `value` with status 200; `root` names the XML document element.
+    pub fn render<T: Serialize>(self, root: &str, value: &T) -> Response {
+        self.render_with(StatusCode::OK, root, value)
+    }
+
+    pub fn render_with<T: Serialize>(self, status: StatusCode, root: &str, value: &T) -> Response {
+        let body = match self.0 {
+            MediaType::Xml => quick_xml::se::to_string_with_root(root, value)
+                .map(|xml| format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{xml}"))
+                .map_err(|e| e.to_string()),
+            _ => serde_json::to_string(value).map_err(|e| e.to_string()),
+        };
+        match body {
+            Ok(body) => {
+                let mut response = (status, body).into_response();
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(self.0.mime()));
+                response
+            }
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        }
+    }
+
+    pub fn problem(self, status: StatusCode, message: impl Into<String>) -> Response {
+        let problem = Problem {
+            status: status.as_u16(),
+            message: message.into(),
+        };
+        self.render_with(status, "problem", &problem)
+    }
+}
+
+/// 406, listing what the server offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotAcceptable(Vec<MediaType>);
+
+impl IntoResponse for NotAcceptable {
+    fn into_response(self) -> Response {
+        let list: Vec<_> = self.0.iter().map(|m| m.mime()).collect();
+        let body = format!("acceptable: {}\n", list.join(", "));
+        (StatusCode::NOT_ACCEPTABLE, body).into_response()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Format {
+    type Rejection = NotAcceptable;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Format::from_headers(&parts.headers, &Format::OFFERED).map(Format)
+    }
+}
+
+/// An error body, in the negotiated format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub status: u16,
+    pub message: String,
+}
+
+/// Parses a request body as JSON or XML by its Content-Type (JSON when absent).
+pub fn parse_body<T: for<'de> Deserialize<'de>>(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, String> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
+    if content_type.contains("xml") {
+        quick_xml::de::from_str(text).map_err(|e| format!("XML body: {e}"))
+    } else {
+        serde_json::from_str(text).map_err(|e| format!("JSON body: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MediaType::*;
+
+    #[test]
+    fn honours_q_values_and_wildcards() {
+        let offered = [Json, Xml];
+        assert_eq!(negotiate(None, &offered), Some(Json));
+        assert_eq!(negotiate(Some("application/xml"), &offered), Some(Xml));
+        assert_eq!(negotiate(Some("text/xml"), &offered), Some(Xml));
+        assert_eq!(
+            negotiate(Some("application/json;q=0.5, application/xml"), &offered),
+            Some(Xml)
+        );
+        assert_eq!(negotiate(Some("*/*"), &offered), Some(Json));
+        assert_eq!(
+            negotiate(Some("*/*;q=0.1, application/xml;q=0.2"), &offered),
+            Some(Xml)
+        );
+        assert_eq!(
+            negotiate(Some("application/*, application/json;q=0"), &offered),
+            Some(Xml)
+        );
+        assert_eq!(negotiate(Some("text/html"), &offered), None);
+        assert_eq!(
+            negotiate(Some("application/octet-stream"), &[Json, Xml, OctetStream]),
+            Some(OctetStream)
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! `vfep bench`: runs a simulator and a frontend as child processes on loopback (recording on,
+//! default fsync interval), subscribes to the frontend's packet stream and measures packets/s
+//! and MB/s for several packet sizes, then latency at a fixed rate. In the same run it measures
+//! the two limits the data path lives within: raw loopback TCP and sequential disk writes.
+//! Every loop is bounded in packets and time.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener as StdListener, TcpStream as StdStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use crate::api::stream::{self, Frame, FrameReader, FrameWriter, SubscribeRequest};
+use crate::codec::{PacketType, PrimaryHeader};
+use crate::mission::{self, Command, Telemetry};
+use crate::time::now_ns;
+
+const LOAD_APID: u16 = 100;
+const COMMAND_APID: u16 = 200;
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Packets per throughput run.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub packets: u32,
+    /// Packet sizes in octets, headers and CRC included.
+    #[arg(long, value_delimiter = ',', default_value = "64,256,1024")]
+    pub sizes: Vec<u16>,
+    /// Packets per second of the latency run (256-octet packets).
+    #[arg(long, default_value_t = 10_000)]
+    pub latency_rate: u32,
+    #[arg(long, default_value_t = 3)]
+    pub latency_seconds: u32,
+    /// Octets written by the disk limit test.
+    #[arg(long, default_value_t = 1 << 30)]
+    pub disk_bytes: u64,
+    /// Work directory for the recording and the disk test; a temporary one by default.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let temp = tempfile_dir(args.dir.as_deref())?;
+    let work = temp.path().to_owned();
+    let loopback = loopback_limit()?;
+    let disk = disk_limit(&work, args.disk_bytes)?;
+    println!(
+        "limits: loopback TCP {:.0} MB/s, sequential disk write {:.0} MB/s",
+        loopback / 1e6,
+        disk / 1e6
+    );
+
+    let system = System::start(&work).await?;
+    let (mut reader, mut writer) = system.subscribe().await?;
+    let mut sequence = 0u16;
+    println!(
+        "\n{:>6} {:>10} {:>8} {:>12} {:>9} {:>11} {:>13} {:>6}",
+        "size", "packets", "seconds", "packets/s", "MB/s", "/loopback", "records/disk", "lost"
+    );
+    for &size in &args.sizes {
+        let command = Command::StartLoad {
+            count: args.packets,
+            packet_len: size,
+            rate_hz: 0,
+        };
+        let started = Instant::now();
+        sequence = send(&mut writer, sequence, &command).await?;
+        let run = receive(&mut reader, u64::from(args.packets), |_| {}).await?;
+        let seconds = run.last.duration_since(started).as_secs_f64();
+        let rate = run.received as f64 / seconds;
+        let bytes = rate * f64::from(size);
+        let recorded = rate * (f64::from(size) + crate::recorder::RECORD_HEADER_LEN as f64);
+        println!(
+            "{size:>6} {:>10} {seconds:>8.2} {rate:>12.0} {:>9.1} {:>10.1}% {:>12.1}% {:>6}",
+            run.received,
+            bytes / 1e6,
+            100.0 * bytes / loopback,
+            100.0 * recorded / disk,
+            run.lost
+        );
+    }
+
+    let count = args.latency_rate * args.latency_seconds;
+    let command = Command::StartLoad {
+        count,
+        packet_len: 256,
+        rate_hz: args.latency_rate,
+    };
+    send(&mut writer, sequence, &command).await?;
+    let mut latencies = Vec::with_capacity(count as usize);
+    receive(&mut reader, u64::from(count), |packet| {
+        if let Some((onboard_ns, _)) = mission::decode_tm(packet, true) {
+            latencies.push(now_ns().saturating_sub(onboard_ns));
+        }
+    })
+    .await?;
+    latencies.sort_unstable();
+    let percentile = |p: f64| latencies[((latencies.len() - 1) as f64 * p) as usize] as f64 / 1e3;
+    println!(
+        "\nlatency at {} packets/s of 256 octets, {} packets: p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+        args.latency_rate,
+        latencies.len(),
+        percentile(0.5),
+        percentile(0.99),
+        percentile(1.0)
+    );
+    drop(system);
+    Ok(())
+}
+
+fn tempfile_dir(parent: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
+    let builder = tempfile::Builder::new()
+        .prefix("vfep-bench-")
+        .tempdir_in(parent.unwrap_or(&std::env::temp_dir()));
+    builder.context("creating the work directory")
+}
+
+/// Bytes/s one TCP connection carries over loopback with large writes.
+fn loopback_limit() -> anyhow::Result<f64> {
+    const TOTAL: usize = 4 << 30;
+    let listener = StdListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut socket = StdStream::connect(addr)?;
+        let chunk = vec![0x5Au8; 256 * 1024];
+        let mut sent = 0;
+        while sent < TOTAL {
+            socket.write_all(&chunk)?;
+            sent += chunk.len();
+        }
+        Ok(())
+    });
+    let (mut socket, _) = listener.accept()?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let started = Instant::now();
+    let mut received = 0;
+    while received < TOTAL {
+        match socket.read(&mut buf)? {
+            0 => break,
+            n => received += n,
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("loopback writer panicked"))??;
+    Ok(received as f64 / seconds)
+}
+
+/// Bytes/s of 1 MiB sequential writes with an fsync every second and at the end, the pattern
+/// the recorder uses.
+fn disk_limit(dir: &Path, total: u64) -> anyhow::Result<f64> {
+    let path = dir.join("disk-limit.bin");
+    let mut file = std::fs::File::create(&path)?;
+    let chunk = vec![0xA5u8; 1 << 20];
+    let started = Instant::now();
+    let mut last_sync = started;
+    let mut written = 0;
+    while written < total {
+        file.write_all(&chunk)?;
+        written += chunk.len() as u64;
+        if last_sync.elapsed() >= Duration::from_secs(1) {
+            file.sync_data()?;
+            last_sync = Instant::now();
+        }
+    }
+    file.sync_data()?;
+    let seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_file(&path)?;
+    Ok(written as f64 / seconds)
+}
+
+/// A simulator and a frontend, killed when dropped.
+struct System {
+    children: Vec<Child>,
+    stream_addr: String,
+}
+
+impl System {
+    async fn start(work: &Path) -> anyhow::Result<System> {
+        let [tm, tc, http, gems, stream_port, sim_http] = free_ports::<6>()?;
+        let config = format!(
+            "channels:\n  - {{name: load, apids: [{LOAD_APID}], direction: telemetry, rateHz: 0}}\n  - {{name: commands, apids: [{COMMAND_APID}], direction: command}}\n\
+             vehicle: {{host: 127.0.0.1, tmPort: {tm}, tcPort: {tc}}}\n\
+             frontend: {{host: 127.0.0.1, httpPort: {http}, gemsPort: {gems}, streamPort: {stream_port}}}\n\
+             recording: {{dir: {}}}\n",
+            work.join("recording").display()
+        );
+        let config_path = work.join("vfep.yaml");
+        std::fs::write(&config_path, config)?;
+        let exe = std::env::current_exe()?;
+        let spawn = |role: &str, extra: &[String]| -> anyhow::Result<Child> {
+            let log = std::fs::File::create(work.join(format!("{role}.log")))?;
+            Process::new(&exe)
+                .arg(role)
+                .arg("--config")
+                .arg(&config_path)
+                .args(["--bind", "127.0.0.1"])
+                .args(extra)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting the {role}"))
+        };
+        let mut system = System {
+            children: Vec::new(),
+            stream_addr: format!("127.0.0.1:{stream_port}"),
+        };
+        system.children.push(spawn(
+            "simulator",
+            &["--http-port".into(), sim_http.to_string()],
+        )?);
+        system.children.push(spawn("frontend", &[])?);
+        Ok(system)
+    }
+
+    /// Connects to the stream and waits until a NOOP makes the round trip to the vehicle.
+    async fn subscribe(&self) -> anyhow::Result<(FrameReader, FrameWriter)> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if Instant::now() > deadline {
+                bail!("the frontend and simulator did not come up within 30 s");
+            }
+            let Ok((mut reader, mut writer)) = stream::connect(&self.stream_addr).await else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            writer
+                .send(&Frame::Subscribe(SubscribeRequest::default()))
+                .await?;
+            send(&mut writer, 0x3000, &Command::Noop).await?;
+            let acked = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(frame) = reader.next().await? {
+                    if let Frame::Packet { packet, .. } = frame
+                        && matches!(
+                            mission::decode_tm(&packet, true),
+                            Some((_, Telemetry::Acknowledgement(_)))
+                        )
+                    {
+                        return Ok::<_, std::io::Error>(true);
+                    }
+                }
+                Ok(false)
+            })
+            .await;
+            if let Ok(Ok(true)) = acked {
+                return Ok((reader, writer));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners: Vec<StdListener> = (0..N)
+        .map(|_| StdListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+    Ok(ports.try_into().expect("N ports"))
+}
+
+async fn send(writer: &mut FrameWriter, sequence: u16, command: &Command) -> anyhow::Result<u16> {
+    writer
+        .send_tc(&mission::command_packet(
+            COMMAND_APID,
+            sequence,
+            command,
+            true,
+        ))
+        .await?;
+    Ok(sequence.wrapping_add(1))
+}
+
+struct Received {
+    received: u64,
+    lost: u64,
+    last: Instant,
+}
+
+/// Reads until `expected` load packets arrived or were reported lost.
+async fn receive(
+    reader: &mut FrameReader,
+    expected: u64,
+    mut on_packet: impl FnMut(&[u8]),
+) -> anyhow::Result<Received> {
+    let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
+    let mut run = Received {
+        received: 0,
+        lost: 0,
+        last: Instant::now(),
+    };
+    while run.received + run.lost < expected {
+        let frame = tokio::time::timeout_at(deadline, reader.next())
+            .await
+            .context("the run did not finish in time")??
+            .context("the frontend closed the stream")?;
+        match frame {
+            Frame::Packet {
+                packet_type: PacketType::Telemetry,
+                packet,
+                ..
+            } if PrimaryHeader::of(&packet).apid == LOAD_APID => {
+                run.received += 1;
+                run.last = Instant::now();
+                on_packet(&packet);
+            }
+            Frame::Lost(count) => run.lost += count,
+            _ => {}
+        }
+    }
+    Ok(run)
+}
