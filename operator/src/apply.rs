@@ -1,0 +1,190 @@
+//! Server-side apply of the desired children, with one field manager.
+//!
+//! Every child is applied whole on every reconcile. Applying unchanged content is a no-op on the
+//! API server (the resourceVersion stays the same), which is how a write is told apart from a
+//! no-op: only a changed resourceVersion counts as a write, and only writes produce events.
+//!
+//! Omitting a field the manager applied before removes it. That is what takes the owner
+//! reference off the recording claim when its retention policy changes from Delete to Retain.
+
+use std::fmt::Debug;
+
+use k8s_openapi::{
+    NamespaceResourceScope,
+    api::{
+        apps::v1::Deployment,
+        core::v1::{PersistentVolumeClaim, Service},
+    },
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, Preconditions},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::{
+    Error,
+    build::{Desired, Instance, Role, Volume, labels::MANAGER},
+    metrics::Metrics,
+    status::Observed,
+};
+
+/// What a reconcile changed, as `Kind name` strings for events and logs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
+/// Writes children of one GroundSystem into its namespace.
+pub struct Applier<'a> {
+    client: Client,
+    namespace: &'a str,
+    metrics: &'a Metrics,
+    pub changes: Changes,
+}
+
+impl<'a> Applier<'a> {
+    pub fn new(client: Client, namespace: &'a str, metrics: &'a Metrics) -> Self {
+        Self {
+            client,
+            namespace,
+            metrics,
+            changes: Changes::default(),
+        }
+    }
+
+    /// Applies every desired child (the ConfigMap and claims first, as the pods mount them),
+    /// deletes the workloads of disabled roles and returns the children as the API server
+    /// returned them.
+    pub async fn apply_desired(
+        &mut self,
+        instance: &Instance<'_>,
+        desired: &Desired,
+    ) -> Result<Observed, Error> {
+        let mut observed = Observed::default();
+        self.apply(&desired.config_map).await?;
+        for (volume, claim) in &desired.volumes {
+            observed.claims.insert(*volume, self.apply(claim).await?);
+        }
+        for workload in &desired.workloads {
+            self.apply(&workload.service).await?;
+            let deployment = self.apply(&workload.deployment).await?;
+            observed.deployments.insert(workload.role, deployment);
+        }
+        for role in &desired.disabled {
+            let name = instance.child_name(role.name_suffix());
+            self.delete_owned::<Deployment>(instance, &name).await?;
+            self.delete_owned::<Service>(instance, &name).await?;
+        }
+        Ok(observed)
+    }
+
+    async fn apply<K>(&mut self, object: &K) -> Result<K, Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        let name = object.name_any();
+        let kind = K::kind(&()).to_string();
+        let before = api
+            .get_metadata_opt(&name)
+            .await
+            .map_err(|e| Error::kube("read", &kind, &name, e))?
+            .and_then(|meta| meta.metadata.resource_version);
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(object),
+            )
+            .await
+            .map_err(|e| Error::kube("apply", &kind, &name, e))?;
+        let change = format!("{kind} {name}");
+        match before {
+            None => self.changes.created.push(change),
+            Some(version) if applied.resource_version().as_ref() != Some(&version) => {
+                self.changes.updated.push(change)
+            }
+            Some(_) => return Ok(applied),
+        }
+        self.metrics.record_write(&kind);
+        Ok(applied)
+    }
+
+    /// Deletes `name` if this GroundSystem controls it; an object of that name that belongs to
+    /// someone else is left alone.
+    async fn delete_owned<K>(&mut self, instance: &Instance<'_>, name: &str) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + Debug
+            + DeserializeOwned,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        let kind = K::kind(&()).to_string();
+        let Some(existing) = api
+            .get_metadata_opt(name)
+            .await
+            .map_err(|e| Error::kube("read", &kind, name, e))?
+        else {
+            return Ok(());
+        };
+        let controlled = existing
+            .owner_references()
+            .iter()
+            .any(|owner| owner.controller == Some(true) && owner.uid == instance.owner.uid);
+        if !controlled {
+            return Ok(());
+        }
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.uid(),
+                ..Preconditions::default()
+            }),
+            ..DeleteParams::background()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => {}
+            // Gone in between (e.g. garbage-collected): what we wanted.
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(e) => return Err(Error::kube("delete", &kind, name, e)),
+        }
+        self.changes.deleted.push(format!("{kind} {name}"));
+        self.metrics.record_write(&kind);
+        Ok(())
+    }
+}
+
+/// Reads the children without changing them, for a reconcile that must not roll out its spec.
+pub async fn observe(client: Client, instance: &Instance<'_>) -> Result<Observed, Error> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &instance.namespace);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &instance.namespace);
+    let mut observed = Observed::default();
+    for role in Role::ALL {
+        let name = instance.child_name(role.name_suffix());
+        if let Some(deployment) = deployments
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::kube("read", "Deployment", &name, e))?
+        {
+            observed.deployments.insert(role, deployment);
+        }
+    }
+    for volume in Volume::ALL {
+        let name = instance.child_name(volume.component());
+        if let Some(claim) = claims
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::kube("read", "PersistentVolumeClaim", &name, e))?
+        {
+            observed.claims.insert(volume, claim);
+        }
+    }
+    Ok(observed)
+}

@@ -1,0 +1,86 @@
+//! `vfep.yaml`: the workload configuration file all three roles read (schema in
+//! docs/architecture.md).
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{Instance, Role, labels::hex};
+use crate::crd::Channel;
+
+/// Key of the file in the ConfigMap; also its file name under [`CONFIG_DIR`].
+pub const CONFIG_FILE: &str = "vfep.yaml";
+/// Where the ConfigMap is mounted in every container.
+pub const CONFIG_DIR: &str = "/etc/vgs";
+/// Where the recording volume is mounted in the vFEP.
+pub const RECORDING_DIR: &str = "/data";
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WorkloadConfig<'a> {
+    channels: &'a [Channel],
+    vehicle: Vehicle,
+    frontend: Frontend,
+    recording: Recording,
+}
+
+/// Where the vFEP connects its links: the simulator's listeners.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Vehicle {
+    host: String,
+    tm_port: i32,
+    tc_port: i32,
+}
+
+/// Where subscribers reach the vFEP.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Frontend {
+    host: String,
+    http_port: i32,
+    gems_port: i32,
+    stream_port: i32,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Recording {
+    dir: &'static str,
+    fsync_interval_ms: u32,
+    segment_size_bytes: u64,
+}
+
+/// The rendered file and its SHA-256, which goes on the pod templates so a config change rolls
+/// the pods.
+pub struct RenderedConfig {
+    pub yaml: String,
+    pub sha256: String,
+}
+
+pub fn render(instance: &Instance) -> RenderedConfig {
+    let spec = instance.spec;
+    let simulator_ports = &spec.simulator.component.ports;
+    let vfep_ports = &spec.vfep.ports;
+    let config = WorkloadConfig {
+        channels: &spec.channels,
+        vehicle: Vehicle {
+            host: instance.child_name(Role::Simulator.name_suffix()),
+            tm_port: simulator_ports.tm,
+            tc_port: simulator_ports.tc,
+        },
+        frontend: Frontend {
+            host: instance.child_name(Role::Frontend.name_suffix()),
+            http_port: vfep_ports.http,
+            gems_port: vfep_ports.gems,
+            stream_port: vfep_ports.stream,
+        },
+        recording: Recording {
+            dir: RECORDING_DIR,
+            fsync_interval_ms: spec.recording.fsync_interval_ms,
+            segment_size_bytes: spec.recording.segment_size_bytes,
+        },
+    };
+    let yaml = serde_yaml_ng::to_string(&config).expect("the workload config serializes to YAML");
+    let sha256 = hex(&Sha256::digest(yaml.as_bytes()));
+    RenderedConfig { yaml, sha256 }
+}

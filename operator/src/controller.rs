@@ -1,0 +1,341 @@
+//! The GroundSystem controller: watches, the reconcile pipeline, events and retries.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        core::v1::{ConfigMap, PersistentVolumeClaim, Service},
+    },
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ListParams, Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::{Action, Config as ControllerConfig},
+        events::{Event, EventType, Recorder, Reporter},
+        reflector::ObjectRef,
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{
+    Error,
+    apply::{self, Applier, Changes},
+    build::{
+        self, Instance,
+        labels::{GROUNDSYSTEM_LABEL, MANAGER, managed_children_selector},
+    },
+    crd::{GroundSystem, GroundSystemStatus},
+    metrics::Metrics,
+    status,
+    validate::{InvalidSpec, validate},
+};
+
+/// Operator-wide settings from the command line.
+pub struct Settings {
+    /// Where to watch; `None` watches all namespaces.
+    pub namespace: Option<String>,
+    /// Image for GroundSystems without `spec.image`.
+    pub default_image: String,
+    /// How long after a successful reconcile a GroundSystem is reconciled again anyway.
+    pub resync_interval: Duration,
+}
+
+struct Context {
+    client: Client,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    settings: Settings,
+    backoff: RetryBackoff,
+}
+
+/// Runs the controller until SIGTERM or Ctrl-C, then lets running reconciles finish.
+/// `ready` is set once the GroundSystem cache has synced.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) -> Result<(), kube::Error> {
+    let groundsystems: Api<GroundSystem> = scoped_api(&client, &settings.namespace);
+    // Fail early, with a hint, when the CRD is missing or we may not list GroundSystems.
+    if let Err(error) = groundsystems.list(&ListParams::default().limit(1)).await {
+        warn!(
+            %error,
+            "cannot list GroundSystems; is the CRD installed (kubectl apply --server-side -f crds/groundsystem.yaml) and may the operator list groundsystems.vgs.io?"
+        );
+        return Err(error);
+    }
+    // Only the operator's own children are cached, not every Deployment in the cluster.
+    let children = watcher::Config::default().labels(&managed_children_selector());
+    let controller = Controller::new(groundsystems, watcher::Config::default())
+        .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
+        .owns(
+            scoped_api::<Deployment>(&client, &settings.namespace),
+            children.clone(),
+        )
+        .owns(
+            scoped_api::<Service>(&client, &settings.namespace),
+            children.clone(),
+        )
+        .owns(
+            scoped_api::<ConfigMap>(&client, &settings.namespace),
+            children.clone(),
+        )
+        // A retained recording claim has no owner reference, so claims are mapped back to
+        // their GroundSystem by label; that way its phase still reaches the status.
+        .watches(
+            scoped_api::<PersistentVolumeClaim>(&client, &settings.namespace),
+            children,
+            |claim| {
+                let namespace = claim.namespace()?;
+                let name = claim.labels().get(GROUNDSYSTEM_LABEL)?;
+                Some(ObjectRef::<GroundSystem>::new(name).within(&namespace))
+            },
+        )
+        .shutdown_on_signal();
+
+    let store = controller.store();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            ready.store(true, Ordering::Relaxed);
+            info!("GroundSystem watch synced");
+        }
+    });
+
+    let context = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.to_owned(),
+                instance: None,
+            },
+        ),
+        client,
+        metrics,
+        settings,
+        backoff: RetryBackoff::default(),
+    });
+    controller
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(error) => warn!(%error, "reconcile failed"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+    Ok(())
+}
+
+fn scoped_api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+async fn reconcile(gs: Arc<GroundSystem>, context: Arc<Context>) -> Result<Action, Error> {
+    if gs.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove the children.
+        return Ok(Action::await_change());
+    }
+    let started = Instant::now();
+    let result = reconcile_pipeline(&gs, &context).await;
+    context.metrics.record_reconcile(started.elapsed());
+    let object = ObjectRef::from_obj(gs.as_ref());
+    match result {
+        Ok(()) => {
+            context.backoff.reset(&object);
+            Ok(Action::requeue(context.settings.resync_interval))
+        }
+        Err(error) => {
+            publish(
+                &context,
+                &gs,
+                EventType::Warning,
+                "ReconcileFailed",
+                error.to_string(),
+            )
+            .await;
+            Err(error)
+        }
+    }
+}
+
+/// dereference -> validate -> build -> apply -> status.
+async fn reconcile_pipeline(gs: &GroundSystem, context: &Context) -> Result<(), Error> {
+    let instance = Instance::resolve(gs, &context.settings.default_image)?;
+    let invalid = validate(&gs.spec).err();
+    let mut applier = Applier::new(
+        context.client.clone(),
+        &instance.namespace,
+        &context.metrics,
+    );
+    let observed = match &invalid {
+        // Keep the children on their last valid configuration.
+        Some(_) => apply::observe(context.client.clone(), &instance).await,
+        None => {
+            let desired = build::desired(&instance);
+            applier.apply_desired(&instance, &desired).await
+        }
+    };
+    // Report what was written even when a later write failed.
+    report_changes(context, gs, &applier.changes).await;
+    let observed = observed?;
+
+    let status = status::derive(gs, &observed, invalid.as_ref(), Timestamp::now());
+    if status::needs_update(gs, &status) {
+        patch_status(context, &instance, &status).await?;
+        // Warn once per change, not on every resync; the message stays on the status.
+        if let Some(InvalidSpec(message)) = &invalid {
+            warn!(groundsystem = %gs.name_any(), "invalid spec: {message}");
+            publish(
+                context,
+                gs,
+                EventType::Warning,
+                "InvalidSpec",
+                message.clone(),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+async fn patch_status(
+    context: &Context,
+    instance: &Instance<'_>,
+    status: &GroundSystemStatus,
+) -> Result<(), Error> {
+    let api: Api<GroundSystem> = Api::namespaced(context.client.clone(), &instance.namespace);
+    let patch = json!({
+        "apiVersion": GroundSystem::api_version(&()),
+        "kind": GroundSystem::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &instance.name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(|e| Error::kube("update status of", "GroundSystem", &instance.name, e))?;
+    context.metrics.record_write("GroundSystem");
+    Ok(())
+}
+
+/// Logs and publishes events for what this reconcile changed; a no-op reconcile says nothing.
+async fn report_changes(context: &Context, gs: &GroundSystem, changes: &Changes) {
+    for (reason, objects) in [
+        ("Created", &changes.created),
+        ("Updated", &changes.updated),
+        ("Deleted", &changes.deleted),
+    ] {
+        if !objects.is_empty() {
+            let note = format!("{reason} {}", objects.join(", "));
+            info!(groundsystem = %gs.name_any(), "{note}");
+            publish(context, gs, EventType::Normal, reason, note).await;
+        }
+    }
+}
+
+async fn publish(
+    context: &Context,
+    gs: &GroundSystem,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    // The events API caps notes at 1 kB.
+    let mut note = note;
+    if note.len() > 1000 {
+        let mut end = 1000;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+    }
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = context.recorder.publish(&event, &gs.object_ref(&())).await {
+        warn!(%error, "could not publish event");
+    }
+}
+
+fn error_policy(gs: Arc<GroundSystem>, error: &Error, context: Arc<Context>) -> Action {
+    context.metrics.record_error(error.metric_reason());
+    let delay = context.backoff.next_delay(ObjectRef::from_obj(gs.as_ref()));
+    warn!(groundsystem = %gs.name_any(), %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Per-GroundSystem exponential backoff: 5 s after the first failure, doubling up to 5 min,
+/// back to 5 s after a success. One broken GroundSystem does not slow down the others.
+#[derive(Default)]
+struct RetryBackoff {
+    failures: Mutex<HashMap<ObjectRef<GroundSystem>, u32>>,
+}
+
+impl RetryBackoff {
+    const FIRST: Duration = Duration::from_secs(5);
+    const MAX: Duration = Duration::from_secs(300);
+
+    fn next_delay(&self, object: ObjectRef<GroundSystem>) -> Duration {
+        let mut failures = self.failures.lock().expect("backoff lock poisoned");
+        let count = failures.entry(object).or_default();
+        let delay = Self::FIRST
+            .saturating_mul(2u32.saturating_pow(*count))
+            .min(Self::MAX);
+        *count = count.saturating_add(1);
+        delay
+    }
+
+    fn reset(&self, object: &ObjectRef<GroundSystem>) {
+        self.failures
+            .lock()
+            .expect("backoff lock poisoned")
+            .remove(object);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_per_object_and_resets() {
+        let backoff = RetryBackoff::default();
+        let a = ObjectRef::<GroundSystem>::new("a").within("ns");
+        let b = ObjectRef::<GroundSystem>::new("b").within("ns");
+        let delays: Vec<u64> = (0..8)
+            .map(|_| backoff.next_delay(a.clone()).as_secs())
+            .collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(backoff.next_delay(b.clone()).as_secs(), 5);
+        backoff.reset(&a);
+        assert_eq!(backoff.next_delay(a).as_secs(), 5);
+    }
+}

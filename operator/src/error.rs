@@ -1,0 +1,43 @@
+use crate::build::labels::MANAGER;
+
+/// Why a reconcile failed. Each variant maps to an `errors by reason` metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Only a GroundSystem that was never stored (e.g. a hand-written test object) lacks these.
+    #[error("the GroundSystem has no metadata.{0}")]
+    MissingMetadata(&'static str),
+
+    #[error("{MANAGER} could not {action} {kind} {name}: {source}")]
+    Kube {
+        action: &'static str,
+        kind: String,
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+}
+
+impl Error {
+    pub fn kube(action: &'static str, kind: &str, name: &str, source: kube::Error) -> Self {
+        Self::Kube {
+            action,
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Low-cardinality label for the errors metric.
+    pub fn metric_reason(&self) -> String {
+        match self {
+            Self::MissingMetadata(_) => "missing_metadata".to_owned(),
+            Self::Kube { action, source, .. } => match source.as_ref() {
+                kube::Error::Api(status) if !status.reason.is_empty() => {
+                    format!("{action}_{}", status.reason.to_lowercase())
+                }
+                kube::Error::Api(status) => format!("{action}_{}", status.code),
+                _ => format!("{action}_transport"),
+            },
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Status, derived purely from the observed children.
+//!
+//! The same children always give the same status, and a condition keeps its
+//! `lastTransitionTime` while its status stays the same, so a reconcile that changes nothing
+//! derives exactly the current status and writes nothing. That is also why the status patch
+//! cannot loop: the watch event it causes leads to a reconcile that derives the same status.
+
+use std::collections::HashMap;
+
+use k8s_openapi::{
+    api::{apps::v1::Deployment, core::v1::PersistentVolumeClaim},
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::{Timestamp, TimestampRound, Unit},
+};
+use kube::ResourceExt;
+
+use crate::{
+    build::{Role, Volume, role_spec},
+    crd::{ComponentStatus, GroundSystem, GroundSystemStatus, VolumeStatus},
+    validate::InvalidSpec,
+};
+
+pub const READY: &str = "Ready";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// The children as the API server last returned them. A missing entry is a child that does not
+/// exist (yet).
+#[derive(Default)]
+pub struct Observed {
+    pub deployments: HashMap<Role, Deployment>,
+    pub claims: HashMap<Volume, PersistentVolumeClaim>,
+}
+
+pub fn derive(
+    gs: &GroundSystem,
+    observed: &Observed,
+    invalid: Option<&InvalidSpec>,
+    now: Timestamp,
+) -> GroundSystemStatus {
+    let generation = gs.metadata.generation;
+    let component = |role| component_status(gs, role, observed.deployments.get(&role));
+    let volume = |volume| volume_status(observed.claims.get(&volume));
+    let mut status = GroundSystemStatus {
+        observed_generation: generation,
+        conditions: Vec::new(),
+        vfep: component(Role::Frontend),
+        ground_system: component(Role::Ground),
+        simulator: component(Role::Simulator),
+        recording: volume(Volume::Recording),
+        config: volume(Volume::Config),
+    };
+    let previous = gs
+        .status
+        .as_ref()
+        .map(|status| status.conditions.as_slice())
+        .unwrap_or_default();
+    status.conditions = conditions(gs, observed, &status, invalid)
+        .into_iter()
+        .map(|(type_, state)| state.into_condition(type_, generation, previous, now))
+        .collect();
+    status
+}
+
+/// Whether `desired` differs from what the GroundSystem already shows.
+pub fn needs_update(gs: &GroundSystem, desired: &GroundSystemStatus) -> bool {
+    gs.status.as_ref() != Some(desired)
+}
+
+/// The spec field naming a role, used in messages.
+fn role_field(role: Role) -> &'static str {
+    match role {
+        Role::Frontend => "vfep",
+        Role::Ground => "groundSystem",
+        Role::Simulator => "simulator",
+    }
+}
+
+fn component_status(
+    gs: &GroundSystem,
+    role: Role,
+    deployment: Option<&Deployment>,
+) -> ComponentStatus {
+    let desired = desired_replicas(gs, role);
+    let ready = deployment
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    ComponentStatus {
+        desired_replicas: desired,
+        ready_replicas: ready,
+        replicas: format!("{ready}/{desired}"),
+    }
+}
+
+fn desired_replicas(gs: &GroundSystem, role: Role) -> i32 {
+    role_spec(&gs.spec, role).map_or(0, |spec| spec.replicas)
+}
+
+fn volume_status(claim: Option<&PersistentVolumeClaim>) -> VolumeStatus {
+    let status = claim.and_then(|c| c.status.as_ref());
+    VolumeStatus {
+        phase: status.and_then(|s| s.phase.clone()),
+        capacity: status
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|capacity| capacity.get("storage"))
+            .map(|quantity| quantity.0.clone()),
+    }
+}
+
+/// Where a role's rollout stands.
+enum Rollout {
+    Complete,
+    InProgress(String),
+    Failed(String),
+}
+
+fn rollout(role: Role, deployment: Option<&Deployment>, desired: i32) -> Rollout {
+    let field = role_field(role);
+    let Some(deployment) = deployment else {
+        return if desired == 0 {
+            Rollout::Complete
+        } else {
+            Rollout::InProgress(format!("{field}: Deployment not created yet"))
+        };
+    };
+    let status = deployment.status.clone().unwrap_or_default();
+    let condition = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_.as_deref() == Some(type_))
+    };
+    if let Some(failure) =
+        condition("ReplicaFailure").filter(|c| c.status.as_deref() == Some("True"))
+    {
+        let message = failure.message.as_deref().unwrap_or("replica failure");
+        return Rollout::Failed(format!("{field}: {message}"));
+    }
+    if let Some(stalled) =
+        condition("Progressing").filter(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
+    {
+        let message = stalled
+            .message
+            .as_deref()
+            .unwrap_or("progress deadline exceeded");
+        return Rollout::Failed(format!("{field}: {message}"));
+    }
+    if status.observed_generation < deployment.metadata.generation {
+        return Rollout::InProgress(format!("{field}: rollout not observed yet"));
+    }
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let total = status.replicas.unwrap_or(0);
+    if updated < desired || ready < desired || total > desired {
+        Rollout::InProgress(format!(
+            "{field}: {ready}/{desired} ready, {updated} updated, {total} total"
+        ))
+    } else {
+        Rollout::Complete
+    }
+}
+
+/// A condition's value before timestamps and generation are attached.
+struct ConditionState {
+    status: bool,
+    reason: &'static str,
+    message: String,
+}
+
+impl ConditionState {
+    fn new(status: bool, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn into_condition(
+        self,
+        type_: &str,
+        generation: Option<i64>,
+        previous: &[Condition],
+        now: Timestamp,
+    ) -> Condition {
+        let status = if self.status { "True" } else { "False" };
+        let last_transition_time = previous
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == status)
+            .map(|c| c.last_transition_time.clone())
+            // The API server stores whole seconds; rounding here keeps a freshly derived status
+            // equal to its stored copy.
+            .unwrap_or_else(|| {
+                Time(
+                    now.round(TimestampRound::new().smallest(Unit::Second))
+                        .unwrap_or(now),
+                )
+            });
+        Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: self.reason.to_owned(),
+            message: self.message,
+            observed_generation: generation,
+            last_transition_time,
+        }
+    }
+}
+
+fn conditions(
+    gs: &GroundSystem,
+    observed: &Observed,
+    components: &GroundSystemStatus,
+    invalid: Option<&InvalidSpec>,
+) -> [(&'static str, ConditionState); 3] {
+    if let Some(InvalidSpec(message)) = invalid {
+        let not_rolled_out =
+            "the invalid spec is not rolled out; the children keep their last valid configuration";
+        return [
+            (
+                READY,
+                ConditionState::new(false, "InvalidSpec", message.as_str()),
+            ),
+            (
+                PROGRESSING,
+                ConditionState::new(false, "InvalidSpec", not_rolled_out),
+            ),
+            (
+                DEGRADED,
+                ConditionState::new(true, "InvalidSpec", message.as_str()),
+            ),
+        ];
+    }
+
+    let mut in_progress = Vec::new();
+    let mut failed = Vec::new();
+    for role in Role::ALL {
+        match rollout(
+            role,
+            observed.deployments.get(&role),
+            desired_replicas(gs, role),
+        ) {
+            Rollout::Complete => {}
+            Rollout::InProgress(message) => in_progress.push(message),
+            Rollout::Failed(message) => failed.push(message),
+        }
+    }
+    let lost_volumes: Vec<String> = Volume::ALL
+        .into_iter()
+        .filter(|volume| {
+            observed
+                .claims
+                .get(volume)
+                .and_then(|claim| claim.status.as_ref()?.phase.as_deref())
+                == Some("Lost")
+        })
+        .map(|volume| {
+            format!(
+                "{}: PersistentVolumeClaim {}-{} lost its PersistentVolume",
+                volume.component(),
+                gs.name_any(),
+                volume.component()
+            )
+        })
+        .collect();
+
+    let degraded = if !failed.is_empty() {
+        ConditionState::new(true, "RolloutFailed", failed.join("; "))
+    } else if !lost_volumes.is_empty() {
+        ConditionState::new(true, "VolumeLost", lost_volumes.join("; "))
+    } else {
+        ConditionState::new(false, "AsExpected", "")
+    };
+    let progressing = if in_progress.is_empty() {
+        ConditionState::new(
+            false,
+            "RolloutComplete",
+            "every component runs the current spec",
+        )
+    } else {
+        ConditionState::new(true, "RollingOut", in_progress.join("; "))
+    };
+    let ready = if degraded.status {
+        ConditionState::new(false, degraded.reason, degraded.message.clone())
+    } else if !in_progress.is_empty() {
+        ConditionState::new(false, "ComponentsNotReady", in_progress.join("; "))
+    } else {
+        ConditionState::new(
+            true,
+            "AllComponentsReady",
+            format!(
+                "vfep {}, groundSystem {}, simulator {} ready",
+                components.vfep.replicas,
+                components.ground_system.replicas,
+                components.simulator.replicas
+            ),
+        )
+    };
+    [
+        (READY, ready),
+        (PROGRESSING, progressing),
+        (DEGRADED, degraded),
+    ]
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,199 @@
+//! The generated CRD: up to date on disk, defaults consistent with the Rust types, and CEL rules
+//! that reject what they should (evaluated client-side with kube's CEL implementation; the
+//! OpenAPI checks such as minimum, pattern and enum are the API server's own).
+
+use kube::{CustomResourceExt, core::cel::Validator};
+use serde_json::{Value, json};
+use vgs_operator::crd::{GroundSystem, GroundSystemSpec};
+
+#[test]
+fn crd_file_is_up_to_date() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/groundsystem.yaml");
+    let on_disk = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        on_disk == vgs_operator::crd_yaml(),
+        "crds/groundsystem.yaml is out of date; run `cargo run -p vgs-operator -- crd > crds/groundsystem.yaml`"
+    );
+}
+
+fn schema() -> Value {
+    let crd = GroundSystem::crd();
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn groundsystem(spec: Value) -> Value {
+    json!({
+        "apiVersion": "vgs.io/v1alpha1",
+        "kind": "GroundSystem",
+        "metadata": {"name": "demo", "namespace": "mission"},
+        "spec": spec,
+    })
+}
+
+/// The messages of the CEL rules `spec` breaks (`old` for transition rules).
+fn violations(spec: Value, old: Option<Value>) -> Vec<String> {
+    let old = old.map(groundsystem);
+    match Validator::new().validate(&schema(), &groundsystem(spec), old.as_ref()) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn assert_rejected(spec: Value, message: &str) {
+    let found = violations(spec.clone(), None);
+    assert!(
+        found.iter().any(|m| m.contains(message)),
+        "expected {message:?} for {spec}, got {found:?}"
+    );
+}
+
+#[test]
+fn empty_spec_is_the_documented_defaults() {
+    let spec: GroundSystemSpec = serde_json::from_value(json!({})).unwrap();
+    assert_eq!(spec, GroundSystemSpec::default());
+    assert_eq!(spec.vfep.replicas, 1);
+    assert_eq!(spec.simulator.component.ports.tm, 7001);
+    assert_eq!(spec.recording.volume.size, "1Gi");
+    assert!(spec.simulator.enabled);
+    assert!(violations(json!({}), None).is_empty());
+}
+
+#[test]
+fn schema_defaults_match_the_rust_defaults() {
+    // The API server fills in the schema defaults, the operator deserializes with the Rust ones;
+    // both come from the same functions, and this keeps it so.
+    let schema = schema();
+    let properties = &schema["properties"]["spec"]["properties"];
+    let defaults = serde_json::to_value(GroundSystemSpec::default()).unwrap();
+    for field in [
+        "vfep",
+        "groundSystem",
+        "simulator",
+        "channels",
+        "recording",
+        "config",
+    ] {
+        assert_eq!(
+            properties[field]["default"], defaults[field],
+            "spec.{field}"
+        );
+    }
+}
+
+#[test]
+fn limits_below_requests_are_rejected() {
+    assert_rejected(
+        json!({"vfep": {"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "500m"}}}}),
+        "limits.cpu must be greater than or equal to requests.cpu",
+    );
+    assert_rejected(
+        json!({"groundSystem": {"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}}}),
+        "limits.memory must be greater than or equal to requests.memory",
+    );
+    assert!(
+        violations(
+            json!({"simulator": {"resources": {"requests": {"cpu": "0.5"}, "limits": {"cpu": "500m"}}}}),
+            None
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn rate_is_only_for_telemetry() {
+    assert_rejected(
+        json!({"channels": [{"name": "commands", "apids": [200], "direction": "command", "rateHz": 1.0}]}),
+        "rateHz is only allowed for telemetry channels",
+    );
+}
+
+#[test]
+fn vfep_runs_at_most_one_replica() {
+    assert_rejected(
+        json!({"vfep": {"replicas": 2}}),
+        "vfep.replicas must be 0 or 1",
+    );
+    assert!(violations(json!({"vfep": {"replicas": 0}}), None).is_empty());
+}
+
+#[test]
+fn component_ports_must_be_distinct() {
+    assert_rejected(
+        json!({"vfep": {"ports": {"gems": 8080}}}),
+        "vfep ports http, gems and stream must be distinct",
+    );
+    assert_rejected(
+        json!({"simulator": {"ports": {"tm": 7002}}}),
+        "simulator ports http, tm and tc must be distinct",
+    );
+}
+
+#[test]
+fn storage_size_must_be_positive() {
+    assert_rejected(
+        json!({"recording": {"size": "0"}}),
+        "size must be a positive quantity",
+    );
+}
+
+#[test]
+fn volumes_cannot_shrink_or_change_class() {
+    let old = json!({"recording": {"size": "10Gi", "storageClassName": "fast"}});
+    assert!(
+        violations(
+            json!({"recording": {"size": "20Gi", "storageClassName": "fast"}}),
+            Some(old.clone())
+        )
+        .is_empty()
+    );
+    let shrunk = violations(
+        json!({"recording": {"size": "5Gi", "storageClassName": "fast"}}),
+        Some(old.clone()),
+    );
+    assert!(
+        shrunk
+            .iter()
+            .any(|m| m.contains("size cannot be decreased")),
+        "{shrunk:?}"
+    );
+    let reclassed = violations(json!({"recording": {"size": "10Gi"}}), Some(old));
+    assert!(
+        reclassed
+            .iter()
+            .any(|m| m.contains("storageClassName is immutable")),
+        "{reclassed:?}"
+    );
+    let old = json!({"config": {"accessModes": ["ReadWriteOnce"]}});
+    let remoded = violations(
+        json!({"config": {"accessModes": ["ReadWriteMany"]}}),
+        Some(old),
+    );
+    assert!(
+        remoded
+            .iter()
+            .any(|m| m.contains("accessModes is immutable")),
+        "{remoded:?}"
+    );
+}
+
+#[test]
+fn example_manifests_are_valid() {
+    for file in ["groundsystem-minimal.yaml", "groundsystem-full.yaml"] {
+        let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let gs: GroundSystem =
+            serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{file}: {e}"));
+        vgs_operator::validate::validate(&gs.spec).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let found = violations(serde_json::to_value(&gs.spec).unwrap(), None);
+        assert!(found.is_empty(), "{file}: {found:?}");
+    }
+}
