@@ -22,7 +22,7 @@ eval "$("$HERE/cluster.sh" env)"
 log "lint: cargo fmt, clippy, shellcheck"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-shellcheck -x hack/*.sh
+shellcheck -x hack/*.sh kind/*.sh
 
 log "build"
 cargo build --workspace --all-targets --locked

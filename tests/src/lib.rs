@@ -188,6 +188,16 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(namespace: &str, resync_seconds: u64) -> Result<Self> {
+        Self::start_with_kubeconfig(namespace, resync_seconds, None).await
+    }
+
+    /// Like [`Operator::start`], with the identity of `kubeconfig` (`--kubeconfig`) instead of the
+    /// tests' own (`KUBECONFIG`), e.g. a ServiceAccount token, to run the operator with its RBAC.
+    pub async fn start_with_kubeconfig(
+        namespace: &str,
+        resync_seconds: u64,
+        kubeconfig: Option<&Path>,
+    ) -> Result<Self> {
         let binary = std::env::var("VGS_OPERATOR_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|_| repo_root().join("target/debug/vgs-operator"));
@@ -202,7 +212,11 @@ impl Operator {
         std::fs::create_dir_all(&log_dir)?;
         let log = log_dir.join(format!("{namespace}.log"));
         let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        if let Some(kubeconfig) = kubeconfig {
+            command.arg("--kubeconfig").arg(kubeconfig);
+        }
+        let child = command
             .args(["run", "--namespace", namespace, "--http-addr", &http])
             .args(["--resync-interval", &resync_seconds.to_string()])
             .args(["--default-image", "ghcr.io/vgs-io/vfep:e2e"])
@@ -262,6 +276,75 @@ impl Drop for Operator {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What a finished command printed.
+pub struct CommandOutput {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `command` to completion (with `input` on its stdin, if any) and returns what it printed, whether
+/// it succeeded or not. A program missing from PATH is an error that says how to get it.
+pub fn command_output(command: &mut Command, input: Option<&str>) -> Result<CommandOutput> {
+    use std::io::Write;
+    let line = command_line(command);
+    let mut child = command
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| match err.kind() {
+            std::io::ErrorKind::NotFound => anyhow!(
+                "`{line}`: {} is not on PATH; run the tests through hack/test.sh, which puts the local \
+                 control plane's kubectl and helm on PATH (eval \"$(hack/cluster.sh env)\")",
+                command.get_program().to_string_lossy()
+            ),
+            _ => anyhow!("`{line}` could not start: {err}"),
+        })?;
+    if let Some(input) = input {
+        // Written from a thread, so that a child filling its stdout pipe cannot deadlock us.
+        let mut stdin = child.stdin.take().context("no stdin")?;
+        let input = input.to_owned();
+        std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    }
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("`{line}`"))?;
+    Ok(CommandOutput {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// Runs `command` and returns its stdout; fails with the command line, its exit status and its
+/// stderr unless it succeeds.
+pub fn run_command(command: &mut Command, input: Option<&str>) -> Result<String> {
+    let output = command_output(command, input)?;
+    if !output.success {
+        bail!(
+            "`{}` failed:\n{}{}",
+            command_line(command),
+            output.stderr.trim_end(),
+            if output.stderr.trim().is_empty() {
+                output.stdout.trim_end()
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(output.stdout)
+}
+
+/// The command as one would type it (for error messages).
+pub fn command_line(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn free_port() -> Result<u16> {

@@ -80,14 +80,19 @@ with the operator's calls (operator/src): nothing more. */}}
 - apiGroups: [vgs.io]
   resources: [groundsystems/status]
   verbs: [patch]
-# Children, owned through server-side apply (create + patch), watched, and deleted when no longer wanted
-# (e.g. the simulator when spec.simulator.enabled turns false).
+# Children, written by server-side apply (create + patch), read before each write (get) and watched
+# (list, watch). Only the simulator's Deployment and Service are ever deleted (spec.simulator.enabled:
+# false); the ConfigMap and the claims go with their GroundSystem through owner references, or stay
+# (a retained recording claim).
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
-  resources: [services, configmaps, persistentvolumeclaims]
+  resources: [services]
   verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [configmaps, persistentvolumeclaims]
+  verbs: [get, list, watch, create, patch]
 # Kubernetes Events about GroundSystems.
 - apiGroups: [events.k8s.io]
   resources: [events]
