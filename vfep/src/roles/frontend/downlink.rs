@@ -92,14 +92,15 @@ async fn receive(
         if packets.is_empty() {
             continue;
         }
+        let mut batch = Batch::new(PacketType::Telemetry, received_ns, data);
+        batch.packets = packets;
+        fe.bus.publish(batch).await.map_err(io::Error::other)?;
+        // Counted once on the bus, so "in" means queued for the recorder and subscribers.
         for (channel, count) in per_channel.iter_mut().enumerate() {
             if *count > 0 {
                 fe.metrics.packets_in(channel as u16, std::mem::take(count));
             }
         }
-        let mut batch = Batch::new(PacketType::Telemetry, received_ns, data);
-        batch.packets = packets;
-        fe.bus.publish(batch).await.map_err(io::Error::other)?;
     }
 }
 

@@ -1,0 +1,299 @@
+//! The frontend's APIs over real sockets: REST in JSON and XML, GEMS-ASCII over TCP, and the
+//! WebSocket packet stream.
+
+mod common;
+
+use std::fmt::Debug;
+
+use bytes::BytesMut;
+use common::{
+    COMMAND_APID, FakeVehicle, HK_APIDS, Setup, eventually, get_json, get_xml, http, tc, tm,
+    wait_ready,
+};
+use futures::{SinkExt, StreamExt};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_util::codec::Decoder;
+use vfep::api::rest::{Channels, CommandReceipt, Counters, Links, Packets, Recordings, Status};
+use vfep::api::stream::{Frame, codec};
+use vfep::gems::{self, Body, Framed, Message};
+
+/// A frontend with both links held open by a scripted vehicle that sent `packets` TM packets.
+struct Quiet {
+    setup: Setup,
+    _vehicle: FakeVehicle,
+    _links: (TcpStream, TcpStream),
+    _frontend: common::Proc,
+}
+
+async fn quiet_frontend(dir: &std::path::Path, packets: u16) -> Quiet {
+    let setup = Setup::new(dir);
+    setup.write_config();
+    let vehicle = FakeVehicle::bind(&setup).await;
+    let frontend = setup.start("frontend");
+    let mut tm_link = vehicle.accept_tm().await;
+    let tc_link = vehicle.accept_tc().await;
+    wait_ready(&setup.frontend_url("/readyz")).await;
+    for n in 0..packets {
+        tm_link
+            .write_all(&tm(HK_APIDS[usize::from(n % 2)], n / 2, b"status"))
+            .await
+            .unwrap();
+    }
+    eventually("the packets durable and both links up", || async {
+        let status: Status = get_json(&setup.frontend_url("/api/v1/status")).await?;
+        let links_up = status
+            .link
+            .iter()
+            .all(|l| l.state == vfep::links::LinkState::Connected);
+        (links_up && status.recording.records_durable == i64::from(packets)).then_some(())
+    })
+    .await;
+    Quiet {
+        setup,
+        _vehicle: vehicle,
+        _links: (tm_link, tc_link),
+        _frontend: frontend,
+    }
+}
+
+async fn same_in_both<T: DeserializeOwned + PartialEq + Debug>(setup: &Setup, path: &str) -> T {
+    let url = setup.frontend_url(path);
+    let json: T = get_json(&url).await.expect(path);
+    let xml: T = get_xml(&url).await;
+    assert_eq!(json, xml, "{path}");
+    json
+}
+
+#[tokio::test]
+async fn xml_and_json_responses_carry_the_same_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = quiet_frontend(dir.path(), 6).await;
+    let setup = &quiet.setup;
+
+    let status: Status = same_in_both(setup, "/api/v1/status").await;
+    assert_eq!(status.recording.records, 6);
+    let channels: Channels = same_in_both(setup, "/api/v1/channels").await;
+    assert_eq!(channels.channel[0].apid, HK_APIDS);
+    assert_eq!(channels.channel[0].packets_in, 6);
+    let links: Links = same_in_both(setup, "/api/v1/links").await;
+    assert_eq!(links.link.len(), 2);
+    let counters: Counters = same_in_both(setup, "/api/v1/counters").await;
+    assert_eq!(counters.gaps.len(), 3);
+    let recordings: Recordings = same_in_both(setup, "/api/v1/recordings").await;
+    assert_eq!(recordings.segment.len(), 1);
+    let packets: Packets = same_in_both(setup, "/api/v1/playback?channel=housekeeping").await;
+    assert_eq!(packets.packet.len(), 6);
+    assert_eq!(packets.packet[5].sequence_count, 2);
+
+    // Errors are negotiated too, and unknown types are refused.
+    let problem: vfep::api::negotiate::Problem =
+        get_xml(&setup.frontend_url("/api/v1/playback?channel=nope")).await;
+    assert_eq!(problem.status, 400);
+    let html = http()
+        .get(setup.frontend_url("/api/v1/status"))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(html.status(), 406);
+
+    // A command in XML gets an XML receipt.
+    let body = format!(
+        "<command><packet>{}</packet></command>",
+        hex::encode(tc(COMMAND_APID, 3, &[1]))
+    );
+    let response = http()
+        .post(setup.frontend_url("/api/v1/commands"))
+        .header("Content-Type", "application/xml")
+        .header("Accept", "application/xml")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let receipt: CommandReceipt = quick_xml::de::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(
+        (receipt.accepted[0].apid, receipt.accepted[0].sequence_count),
+        (COMMAND_APID, 3)
+    );
+}
+
+/// Reads one GEMS message and checks that it renders back to exactly its bytes.
+async fn read_message(socket: &mut TcpStream, buf: &mut BytesMut) -> Message {
+    loop {
+        if let Framed::Message(len) = gems::frame(buf) {
+            let text = String::from_utf8(buf.split_to(len).to_vec()).unwrap();
+            let message = Message::parse(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(message.render(), text, "byte-exact");
+            assert_eq!(text[9..19].parse::<usize>().unwrap(), text.len());
+            return message;
+        }
+        let read = tokio::time::timeout(common::DEADLINE, socket.read_buf(buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(read > 0, "connection closed");
+    }
+}
+
+fn request(transaction: u32, body: &str) -> Vec<u8> {
+    let content = format!("{transaction}||1700000000.000000000|vfep|{body}|END");
+    format!("|GEMS|14|{:010}|{content}", 20 + content.len()).into_bytes()
+}
+
+#[tokio::test]
+async fn gems_messages_over_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = quiet_frontend(dir.path(), 2).await;
+    let setup = &quiet.setup;
+    let mut socket = TcpStream::connect(("127.0.0.1", setup.gems_port))
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    let mut exchange = async |bytes: &[u8]| {
+        socket.write_all(bytes).await.unwrap();
+        read_message(&mut socket, &mut buf).await
+    };
+
+    let reply = exchange(b"GET everything please\n").await;
+    assert_eq!(reply.header.transaction_id, "0");
+    assert!(
+        matches!(&reply.body, Body::Unknown(o) if o.code == "MALFORMED_MESSAGE"),
+        "{reply:?}"
+    );
+    let reply = exchange(&request(1, "PING")).await;
+    assert!(matches!(&reply.body, Body::PingResponse(o) if o.code == "SUCCESS"));
+    assert_eq!(reply.header.transaction_id, "1");
+    let reply = exchange(&request(2, "GET|")).await;
+    assert!(
+        matches!(&reply.body, Body::GetResponse { outcome, .. } if outcome.code == "INVALID_STATE")
+    );
+    let reply = exchange(&request(3, "CON|CONTROL_AND_STATUS")).await;
+    assert!(matches!(&reply.body, Body::ConnectResponse(o) if o.code == "SUCCESS"));
+    let reply = exchange(&request(4, "GET|2|PacketsIn|TmLink")).await;
+    let Body::GetResponse {
+        outcome,
+        parameters,
+    } = &reply.body
+    else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(outcome.code, "SUCCESS");
+    assert_eq!(parameters[0].as_scalar(), Some("2"));
+    assert_eq!(parameters[1].as_scalar(), Some("CONNECTED"));
+    // A malformed message with a readable header: the reply keeps its transaction id.
+    let reply = exchange(&request(5, "GET|3|OnlyOne")).await;
+    assert!(matches!(&reply.body, Body::Unknown(o) if o.code == "MALFORMED_MESSAGE"));
+    assert_eq!(reply.header.transaction_id, "5");
+
+    // SET the command inhibit; REST sees it and refuses commands.
+    let reply = exchange(&request(6, "SET|1|UplinkEnabled:bool=false")).await;
+    assert!(
+        matches!(&reply.body, Body::SetResponse { outcome, parameters_set: Some(1) } if outcome.code == "SUCCESS")
+    );
+    let status: Status = get_json(&setup.frontend_url("/api/v1/status"))
+        .await
+        .unwrap();
+    assert!(!status.uplink_enabled);
+    let refused = http()
+        .post(setup.frontend_url("/api/v1/commands"))
+        .header("Content-Type", "application/octet-stream")
+        .body(tc(COMMAND_APID, 1, &[1]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let reply = exchange(&request(7, "SET|1|PacketsIn:long=0")).await;
+    assert!(
+        matches!(&reply.body, Body::SetResponse { outcome, .. } if outcome.code == "INVALID_PARAMETER")
+    );
+
+    let reply = exchange(&request(8, "DIR|SyncRecording|0")).await;
+    let Body::DirectiveResponse {
+        outcome, values, ..
+    } = &reply.body
+    else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(outcome.code, "SUCCESS");
+    assert_eq!(values[0].as_scalar(), Some("2"));
+    let reply = exchange(&request(9, "DIR|SelfDestruct|0")).await;
+    assert!(
+        matches!(&reply.body, Body::DirectiveResponse { outcome, .. } if outcome.code == "INVALID_PARAMETER")
+    );
+
+    // DISC closes the connection.
+    socket
+        .write_all(&request(10, "DISC|NORMAL_TERMINATION"))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(common::DEADLINE, socket.read_to_end(&mut rest))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(closed, 0);
+}
+
+#[tokio::test]
+async fn websocket_stream_delivers_live_packets_and_takes_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let setup = Setup::new(dir.path());
+    setup.write_config();
+    let vehicle = FakeVehicle::bind(&setup).await;
+    let _frontend = setup.start("frontend");
+    let mut tm_link = vehicle.accept_tm().await;
+    let mut tc_link = vehicle.accept_tc().await;
+    wait_ready(&setup.frontend_url("/readyz")).await;
+    eventually("the TC link", || async {
+        let status: Status = get_json(&setup.frontend_url("/api/v1/status")).await?;
+        (status.link[1].state == vfep::links::LinkState::Connected).then_some(())
+    })
+    .await;
+
+    let url = format!(
+        "ws://127.0.0.1:{}/api/v1/stream?channels=housekeeping",
+        setup.http_port
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    eventually("the subscription", || async {
+        let status: Status = get_json(&setup.frontend_url("/api/v1/status")).await?;
+        (status.subscribers == 1).then_some(())
+    })
+    .await;
+    let sent = tm(HK_APIDS[1], 0, b"over websocket");
+    tm_link.write_all(&sent).await.unwrap();
+    let message = tokio::time::timeout(common::DEADLINE, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let WsMessage::Binary(data) = message else {
+        panic!("{message:?}")
+    };
+    let mut frames = BytesMut::from(&data[..]);
+    let body = codec().decode(&mut frames).unwrap().unwrap();
+    match Frame::decode(body).unwrap() {
+        Frame::Packet { packet, .. } => assert_eq!(packet, sent),
+        other => panic!("{other:?}"),
+    }
+
+    let command = tc(COMMAND_APID, 5, &[1]);
+    let mut frame = BytesMut::new();
+    vfep::api::stream::put_packet(
+        &mut frame,
+        0,
+        vfep::codec::PacketType::Telecommand,
+        &command,
+    );
+    ws.send(WsMessage::Binary(frame.freeze())).await.unwrap();
+    let mut received = vec![0u8; command.len()];
+    tokio::time::timeout(common::DEADLINE, tc_link.read_exact(&mut received))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received, command);
+}
