@@ -13,7 +13,7 @@ use k8s_openapi::{
     NamespaceResourceScope,
     api::{
         apps::v1::Deployment,
-        core::v1::{PersistentVolumeClaim, Service},
+        core::v1::{ObjectReference, PersistentVolumeClaim, Service},
     },
 };
 use kube::{
@@ -24,17 +24,46 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{
     Error,
-    build::{Desired, Instance, Role, Volume, labels::MANAGER},
+    build::{
+        Desired, Instance, Role, Volume,
+        labels::{GROUNDSYSTEM_LABEL, MANAGER},
+    },
     metrics::Metrics,
     status::Observed,
 };
 
-/// What a reconcile changed, as `Kind name` strings for events and logs.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Changes {
-    pub created: Vec<String>,
-    pub updated: Vec<String>,
-    pub deleted: Vec<String>,
+/// What happened to a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl Verb {
+    /// Also the event reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verb::Created => "Created",
+            Verb::Updated => "Updated",
+            Verb::Deleted => "Deleted",
+        }
+    }
+}
+
+/// One write that changed a child.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub verb: Verb,
+    pub object: ObjectReference,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = self.object.kind.as_deref().unwrap_or_default();
+        let name = self.object.name.as_deref().unwrap_or_default();
+        write!(f, "{} {kind} {name}", self.verb.as_str())
+    }
 }
 
 /// Writes children of one GroundSystem into its namespace.
@@ -42,7 +71,8 @@ pub struct Applier<'a> {
     client: Client,
     namespace: &'a str,
     metrics: &'a Metrics,
-    pub changes: Changes,
+    /// The writes that changed something, in order.
+    pub changes: Vec<Change>,
 }
 
 impl<'a> Applier<'a> {
@@ -51,7 +81,7 @@ impl<'a> Applier<'a> {
             client,
             namespace,
             metrics,
-            changes: Changes::default(),
+            changes: Vec::new(),
         }
     }
 
@@ -105,14 +135,15 @@ impl<'a> Applier<'a> {
             )
             .await
             .map_err(|e| Error::kube("apply", &kind, &name, e))?;
-        let change = format!("{kind} {name}");
-        match before {
-            None => self.changes.created.push(change),
-            Some(version) if applied.resource_version().as_ref() != Some(&version) => {
-                self.changes.updated.push(change)
-            }
+        let verb = match before {
+            None => Verb::Created,
+            Some(version) if applied.resource_version().as_ref() != Some(&version) => Verb::Updated,
             Some(_) => return Ok(applied),
-        }
+        };
+        self.changes.push(Change {
+            verb,
+            object: applied.object_ref(&()),
+        });
         self.metrics.record_write(&kind);
         Ok(applied)
     }
@@ -135,11 +166,7 @@ impl<'a> Applier<'a> {
         else {
             return Ok(());
         };
-        let controlled = existing
-            .owner_references()
-            .iter()
-            .any(|owner| owner.controller == Some(true) && owner.uid == instance.owner.uid);
-        if !controlled {
+        if !is_controlled_by(&existing, instance) {
             return Ok(());
         }
         let params = DeleteParams {
@@ -155,13 +182,17 @@ impl<'a> Applier<'a> {
             Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
             Err(e) => return Err(Error::kube("delete", &kind, name, e)),
         }
-        self.changes.deleted.push(format!("{kind} {name}"));
+        self.changes.push(Change {
+            verb: Verb::Deleted,
+            object: existing.object_ref(&()),
+        });
         self.metrics.record_write(&kind);
         Ok(())
     }
 }
 
 /// Reads the children without changing them, for a reconcile that must not roll out its spec.
+/// Objects of a child's name that this GroundSystem does not own are not its children.
 pub async fn observe(client: Client, instance: &Instance<'_>) -> Result<Observed, Error> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &instance.namespace);
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &instance.namespace);
@@ -172,19 +203,29 @@ pub async fn observe(client: Client, instance: &Instance<'_>) -> Result<Observed
             .get_opt(&name)
             .await
             .map_err(|e| Error::kube("read", "Deployment", &name, e))?
+            .filter(|deployment| is_controlled_by(deployment, instance))
         {
             observed.deployments.insert(role, deployment);
         }
     }
     for volume in Volume::ALL {
         let name = instance.child_name(volume.component());
+        // A retained recording claim has no owner reference, only the label.
         if let Some(claim) = claims
             .get_opt(&name)
             .await
             .map_err(|e| Error::kube("read", "PersistentVolumeClaim", &name, e))?
+            .filter(|claim| claim.labels().get(GROUNDSYSTEM_LABEL) == Some(&instance.name))
         {
             observed.claims.insert(volume, claim);
         }
     }
     Ok(observed)
+}
+
+fn is_controlled_by(object: &impl Resource, instance: &Instance<'_>) -> bool {
+    object
+        .owner_references()
+        .iter()
+        .any(|owner| owner.controller == Some(true) && owner.uid == instance.owner.uid)
 }

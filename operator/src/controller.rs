@@ -22,7 +22,7 @@ use kube::{
     api::{ListParams, Patch, PatchParams},
     runtime::{
         Controller,
-        controller::{Action, Config as ControllerConfig},
+        controller::{Action, Config as ControllerConfig, Error as ControllerError},
         events::{Event, EventType, Recorder, Reporter},
         reflector::ObjectRef,
         watcher,
@@ -33,14 +33,14 @@ use tracing::{info, warn};
 
 use crate::{
     Error,
-    apply::{self, Applier, Changes},
+    apply::{self, Applier, Change},
     build::{
         self, Instance,
         labels::{GROUNDSYSTEM_LABEL, MANAGER, managed_children_selector},
     },
     crd::{GroundSystem, GroundSystemStatus},
     metrics::Metrics,
-    status,
+    status::{self, RolloutBlocked},
     validate::{InvalidSpec, validate},
 };
 
@@ -110,9 +110,18 @@ pub async fn run(
 
     let store = controller.store();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            ready.store(true, Ordering::Relaxed);
-            info!("GroundSystem watch synced");
+        // The store wakes only the latest of its concurrent waiters, and the controller waits on
+        // it too, so ask again until it answers; once synced it answers at once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(250), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    ready.store(true, Ordering::Relaxed);
+                    info!("GroundSystem watch synced");
+                    return;
+                }
+                Ok(Err(_writer_dropped)) => return,
+                Err(_still_waiting) => {}
+            }
         }
     });
 
@@ -134,7 +143,9 @@ pub async fn run(
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(error) => warn!(%error, "reconcile failed"),
+                // Already logged by `error_policy`, with the retry delay.
+                Err(ControllerError::ReconcilerFailed(..)) => {}
+                Err(error) => warn!(%error, "controller error"),
             }
         })
         .await;
@@ -183,41 +194,53 @@ async fn reconcile(gs: Arc<GroundSystem>, context: Arc<Context>) -> Result<Actio
 /// dereference -> validate -> build -> apply -> status.
 async fn reconcile_pipeline(gs: &GroundSystem, context: &Context) -> Result<(), Error> {
     let instance = Instance::resolve(gs, &context.settings.default_image)?;
-    let invalid = validate(&gs.spec).err();
-    let mut applier = Applier::new(
-        context.client.clone(),
-        &instance.namespace,
-        &context.metrics,
-    );
-    let observed = match &invalid {
+    let mut failure = None;
+    let (observed, blocked) = if let Err(InvalidSpec(message)) = validate(&gs.spec) {
         // Keep the children on their last valid configuration.
-        Some(_) => apply::observe(context.client.clone(), &instance).await,
-        None => {
-            let desired = build::desired(&instance);
-            applier.apply_desired(&instance, &desired).await
+        let observed = apply::observe(context.client.clone(), &instance).await?;
+        let blocked = RolloutBlocked {
+            reason: status::INVALID_SPEC,
+            message,
+        };
+        (observed, Some(blocked))
+    } else {
+        let mut applier = Applier::new(
+            context.client.clone(),
+            &instance.namespace,
+            &context.metrics,
+        );
+        let applied = applier
+            .apply_desired(&instance, &build::desired(&instance))
+            .await;
+        // Report what was written even when a later write failed.
+        report_changes(context, gs, &applier.changes).await;
+        match applied {
+            Ok(observed) => (observed, None),
+            Err(error) => {
+                let blocked = RolloutBlocked {
+                    reason: status::APPLY_FAILED,
+                    message: error.to_string(),
+                };
+                failure = Some(error);
+                let observed = apply::observe(context.client.clone(), &instance).await?;
+                (observed, Some(blocked))
+            }
         }
     };
-    // Report what was written even when a later write failed.
-    report_changes(context, gs, &applier.changes).await;
-    let observed = observed?;
 
-    let status = status::derive(gs, &observed, invalid.as_ref(), Timestamp::now());
+    let status = status::derive(gs, &observed, blocked.as_ref(), Timestamp::now());
     if status::needs_update(gs, &status) {
         patch_status(context, &instance, &status).await?;
-        // Warn once per change, not on every resync; the message stays on the status.
-        if let Some(InvalidSpec(message)) = &invalid {
+        // Warn once per change, not on every resync; the message stays on the status. (Apply
+        // failures are reported by `reconcile` on every attempt.)
+        if let Some(RolloutBlocked { reason, message }) = &blocked
+            && *reason == status::INVALID_SPEC
+        {
             warn!(groundsystem = %gs.name_any(), "invalid spec: {message}");
-            publish(
-                context,
-                gs,
-                EventType::Warning,
-                "InvalidSpec",
-                message.clone(),
-            )
-            .await;
+            publish(context, gs, EventType::Warning, reason, message.clone()).await;
         }
     }
-    Ok(())
+    failure.map_or(Ok(()), Err)
 }
 
 async fn patch_status(
@@ -242,21 +265,28 @@ async fn patch_status(
     Ok(())
 }
 
-/// Logs and publishes events for what this reconcile changed; a no-op reconcile says nothing.
-async fn report_changes(context: &Context, gs: &GroundSystem, changes: &Changes) {
-    for (reason, objects) in [
-        ("Created", &changes.created),
-        ("Updated", &changes.updated),
-        ("Deleted", &changes.deleted),
-    ] {
-        if !objects.is_empty() {
-            let note = format!("{reason} {}", objects.join(", "));
-            info!(groundsystem = %gs.name_any(), "{note}");
-            publish(context, gs, EventType::Normal, reason, note).await;
-        }
+/// Logs and publishes an event for each child this reconcile changed; a no-op reconcile says
+/// nothing. Each event names its child as the related object, so the event series of different
+/// children do not merge.
+async fn report_changes(context: &Context, gs: &GroundSystem, changes: &[Change]) {
+    if changes.is_empty() {
+        return;
+    }
+    let summary: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    info!(groundsystem = %gs.name_any(), "{}", summary.join(", "));
+    for change in changes {
+        let event = Event {
+            type_: EventType::Normal,
+            reason: change.verb.as_str().to_owned(),
+            note: Some(change.to_string()),
+            action: "Reconcile".to_owned(),
+            secondary: Some(change.object.clone()),
+        };
+        publish_event(context, gs, &event).await;
     }
 }
 
+/// Publishes an event about the GroundSystem itself.
 async fn publish(
     context: &Context,
     gs: &GroundSystem,
@@ -280,7 +310,11 @@ async fn publish(
         action: "Reconcile".to_owned(),
         secondary: None,
     };
-    if let Err(error) = context.recorder.publish(&event, &gs.object_ref(&())).await {
+    publish_event(context, gs, &event).await;
+}
+
+async fn publish_event(context: &Context, gs: &GroundSystem, event: &Event) {
+    if let Err(error) = context.recorder.publish(event, &gs.object_ref(&())).await {
         warn!(%error, "could not publish event");
     }
 }

@@ -85,6 +85,7 @@ pub struct GroundSystemSpec {
     /// Image pull policy for all containers. Defaults to the Kubernetes default (`Always` for
     /// `:latest` images, `IfNotPresent` otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "ImagePullPolicy::schema")]
     pub image_pull_policy: Option<ImagePullPolicy>,
 
     /// The virtual front-end processor: terminates the vehicle links, records every packet and
@@ -93,7 +94,8 @@ pub struct GroundSystemSpec {
     #[serde(default)]
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self.replicas <= 1",
-        "message": "vfep.replicas must be 0 or 1: the vFEP is the single writer of the recording volume"
+        "message": "must be 0 or 1: the vFEP is the single writer of the recording volume",
+        "fieldPath": ".replicas"
     }]))]
     pub vfep: ComponentSpec<VfepPorts>,
 
@@ -127,7 +129,7 @@ pub struct GroundSystemSpec {
 }
 
 /// When the kubelet pulls the image.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ImagePullPolicy {
     Always,
     IfNotPresent,
@@ -135,6 +137,14 @@ pub enum ImagePullPolicy {
 }
 
 impl ImagePullPolicy {
+    /// The enum alone: the generic optional-enum schema would list `null` as a supported value.
+    fn schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "enum": ["Always", "IfNotPresent", "Never"],
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Always => "Always",
@@ -324,11 +334,13 @@ fn default_tc_port() -> i32 {
 #[schemars(extend("x-kubernetes-validations" = [
     {
         "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.cpu) || !has(self.limits.cpu) || quantity(self.limits.cpu).compareTo(quantity(self.requests.cpu)) >= 0",
-        "message": "limits.cpu must be greater than or equal to requests.cpu"
+        "message": "limits.cpu must be greater than or equal to requests.cpu",
+        "fieldPath": ".limits.cpu"
     },
     {
         "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.memory) || !has(self.limits.memory) || quantity(self.limits.memory).compareTo(quantity(self.requests.memory)) >= 0",
-        "message": "limits.memory must be greater than or equal to requests.memory"
+        "message": "limits.memory must be greater than or equal to requests.memory",
+        "fieldPath": ".limits.memory"
     }
 ]))]
 pub struct Resources {
@@ -433,7 +445,7 @@ pub struct Channel {
     /// APID). The vFEP routes packets by APID, so an APID may belong to only one channel.
     #[schemars(length(min = 1, max = 256), inner(range(min = 0, max = 2046)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
-    pub apids: Vec<u16>,
+    pub apids: Vec<i32>,
 
     /// `telemetry` (vehicle -> ground) or `command` (ground -> vehicle).
     pub direction: Direction,
@@ -585,12 +597,12 @@ pub struct RecordingSpec {
     /// every packet).
     #[serde(default = "default_fsync_interval_ms")]
     #[schemars(range(min = 0, max = 60000))]
-    pub fsync_interval_ms: u32,
+    pub fsync_interval_ms: i32,
 
     /// Size at which the vFEP starts a new recording segment file, in bytes (64 KiB..4 GiB).
     #[serde(default = "default_segment_size_bytes")]
-    #[schemars(range(min = 65536, max = 4294967296_u64))]
-    pub segment_size_bytes: u64,
+    #[schemars(range(min = 65536, max = 4294967296_i64))]
+    pub segment_size_bytes: i64,
 }
 
 impl Default for RecordingSpec {
@@ -604,10 +616,10 @@ impl Default for RecordingSpec {
     }
 }
 
-fn default_fsync_interval_ms() -> u32 {
+fn default_fsync_interval_ms() -> i32 {
     1000
 }
-fn default_segment_size_bytes() -> u64 {
+fn default_segment_size_bytes() -> i64 {
     64 * 1024 * 1024
 }
 

@@ -7,11 +7,13 @@ pub enum Error {
     #[error("the GroundSystem has no metadata.{0}")]
     MissingMetadata(&'static str),
 
-    #[error("{MANAGER} could not {action} {kind} {name}: {source}")]
+    #[error("{MANAGER} could not {action} {kind} {name}: {detail}")]
     Kube {
         action: &'static str,
         kind: String,
         name: String,
+        /// The API server's message alone, without the status object around it.
+        detail: String,
         #[source]
         source: Box<kube::Error>,
     },
@@ -19,10 +21,15 @@ pub enum Error {
 
 impl Error {
     pub fn kube(action: &'static str, kind: &str, name: &str, source: kube::Error) -> Self {
+        let detail = match &source {
+            kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+            other => other.to_string(),
+        };
         Self::Kube {
             action,
             kind: kind.to_owned(),
             name: name.to_owned(),
+            detail,
             source: Box::new(source),
         }
     }

@@ -15,8 +15,34 @@ pub mod validate;
 
 pub use error::Error;
 use kube::CustomResourceExt;
+use serde_json::Value;
 
 /// The CRD manifest as YAML, as printed by `vgs-operator crd` and stored in `crds/groundsystem.yaml`.
 pub fn crd_yaml() -> String {
-    serde_yaml_ng::to_string(&crd::GroundSystem::crd()).expect("the CRD serializes to YAML")
+    let mut crd = serde_json::to_value(crd::GroundSystem::crd()).expect("the CRD serializes");
+    unwrap_descriptions(&mut crd);
+    serde_yaml_ng::to_string(&crd).expect("the CRD serializes to YAML")
+}
+
+/// Joins the hard-wrapped lines of doc comments, so `kubectl explain` can wrap them to the
+/// terminal; blank lines still separate paragraphs.
+fn unwrap_descriptions(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|paragraph| paragraph.split('\n').collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_descriptions(child),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
 }

@@ -17,12 +17,23 @@ use kube::ResourceExt;
 use crate::{
     build::{Role, Volume, role_spec},
     crd::{ComponentStatus, GroundSystem, GroundSystemStatus, VolumeStatus},
-    validate::InvalidSpec,
 };
 
 pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+
+/// Why the current spec is not rolled out; reported on all three conditions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutBlocked {
+    /// `InvalidSpec` or `ApplyFailed`.
+    pub reason: &'static str,
+    /// Names the field or object, and the fix.
+    pub message: String,
+}
+
+pub const INVALID_SPEC: &str = "InvalidSpec";
+pub const APPLY_FAILED: &str = "ApplyFailed";
 
 /// The children as the API server last returned them. A missing entry is a child that does not
 /// exist (yet).
@@ -35,7 +46,7 @@ pub struct Observed {
 pub fn derive(
     gs: &GroundSystem,
     observed: &Observed,
-    invalid: Option<&InvalidSpec>,
+    blocked: Option<&RolloutBlocked>,
     now: Timestamp,
 ) -> GroundSystemStatus {
     let generation = gs.metadata.generation;
@@ -55,7 +66,7 @@ pub fn derive(
         .as_ref()
         .map(|status| status.conditions.as_slice())
         .unwrap_or_default();
-    status.conditions = conditions(gs, observed, &status, invalid)
+    status.conditions = conditions(gs, observed, &status, blocked)
         .into_iter()
         .map(|(type_, state)| state.into_condition(type_, generation, previous, now))
         .collect();
@@ -213,23 +224,20 @@ fn conditions(
     gs: &GroundSystem,
     observed: &Observed,
     components: &GroundSystemStatus,
-    invalid: Option<&InvalidSpec>,
+    blocked: Option<&RolloutBlocked>,
 ) -> [(&'static str, ConditionState); 3] {
-    if let Some(InvalidSpec(message)) = invalid {
-        let not_rolled_out =
-            "the invalid spec is not rolled out; the children keep their last valid configuration";
+    if let Some(RolloutBlocked { reason, message }) = blocked {
+        let progressing = if *reason == INVALID_SPEC {
+            "the invalid spec is not rolled out; the children keep their last valid configuration"
+        } else {
+            "the rollout is blocked; see the Degraded condition"
+        };
         return [
-            (
-                READY,
-                ConditionState::new(false, "InvalidSpec", message.as_str()),
-            ),
-            (
-                PROGRESSING,
-                ConditionState::new(false, "InvalidSpec", not_rolled_out),
-            ),
+            (READY, ConditionState::new(false, reason, message.as_str())),
+            (PROGRESSING, ConditionState::new(false, reason, progressing)),
             (
                 DEGRADED,
-                ConditionState::new(true, "InvalidSpec", message.as_str()),
+                ConditionState::new(true, reason, message.as_str()),
             ),
         ];
     }

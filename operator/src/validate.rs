@@ -16,7 +16,7 @@ pub struct InvalidSpec(pub String);
 
 pub fn validate(spec: &GroundSystemSpec) -> Result<(), InvalidSpec> {
     // The vFEP routes packets by APID alone, so each APID belongs to exactly one channel.
-    let mut owners: HashMap<u16, (usize, &str)> = HashMap::new();
+    let mut owners: HashMap<i32, (usize, &str)> = HashMap::new();
     for (index, channel) in spec.channels.iter().enumerate() {
         for (apid_index, &apid) in channel.apids.iter().enumerate() {
             if let Some((owner_index, owner)) = owners.insert(apid, (index, &channel.name)) {
@@ -37,7 +37,7 @@ mod tests {
     use super::*;
     use crate::crd::{Channel, Direction};
 
-    fn channel(name: &str, direction: Direction, apids: &[u16]) -> Channel {
+    fn channel(name: &str, direction: Direction, apids: &[i32]) -> Channel {
         Channel {
             name: name.into(),
             apids: apids.to_vec(),

@@ -120,7 +120,7 @@ fn rate_is_only_for_telemetry() {
 fn vfep_runs_at_most_one_replica() {
     assert_rejected(
         json!({"vfep": {"replicas": 2}}),
-        "vfep.replicas must be 0 or 1",
+        "spec.vfep.replicas: must be 0 or 1",
     );
     assert!(violations(json!({"vfep": {"replicas": 0}}), None).is_empty());
 }

@@ -46,8 +46,8 @@ struct Frontend {
 #[serde(rename_all = "camelCase")]
 struct Recording {
     dir: &'static str,
-    fsync_interval_ms: u32,
-    segment_size_bytes: u64,
+    fsync_interval_ms: i32,
+    segment_size_bytes: i64,
 }
 
 /// The rendered file and its SHA-256, which goes on the pod templates so a config change rolls

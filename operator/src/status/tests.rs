@@ -191,14 +191,17 @@ fn a_lost_volume_is_degraded() {
 #[test]
 fn an_invalid_spec_is_degraded_with_its_message() {
     let gs = groundsystem(GroundSystemSpec::default());
-    let invalid = InvalidSpec("spec.channels[1].apids[0]: APID 100 already belongs to ...".into());
+    let invalid = RolloutBlocked {
+        reason: INVALID_SPEC,
+        message: "spec.channels[1].apids[0]: APID 100 already belongs to ...".into(),
+    };
     let status = derive(&gs, &all_ready(), Some(&invalid), at(0));
     let degraded = condition(&status, DEGRADED);
     assert_eq!(
         (degraded.status.as_str(), degraded.reason.as_str()),
         ("True", "InvalidSpec")
     );
-    assert_eq!(degraded.message, invalid.0);
+    assert_eq!(degraded.message, invalid.message);
     assert_eq!(condition(&status, READY).status, "False");
     assert_eq!(condition(&status, PROGRESSING).status, "False");
     // Replica counts still reflect the running children.
@@ -272,4 +275,21 @@ fn transition_times_are_whole_seconds() {
         .unwrap();
     let status = derive(&gs, &Observed::default(), None, now);
     assert_eq!(condition(&status, READY).last_transition_time, Time(at(0)));
+}
+
+#[test]
+fn a_failed_apply_blocks_the_rollout() {
+    let gs = groundsystem(GroundSystemSpec::default());
+    let failed = RolloutBlocked {
+        reason: APPLY_FAILED,
+        message: "vgs-operator could not apply Deployment demo-gs: field is immutable".into(),
+    };
+    let status = derive(&gs, &Observed::default(), Some(&failed), at(0));
+    assert_eq!(condition(&status, DEGRADED).reason, "ApplyFailed");
+    assert_eq!(condition(&status, DEGRADED).message, failed.message);
+    assert_eq!(condition(&status, READY).status, "False");
+    assert_eq!(
+        condition(&status, PROGRESSING).message,
+        "the rollout is blocked; see the Degraded condition"
+    );
 }
