@@ -443,8 +443,7 @@ pub struct Channel {
 
     /// CCSDS application process identifiers routed on this channel, 0..2046 (2047 is the idle
     /// APID). The vFEP routes packets by APID, so an APID may belong to only one channel.
-    #[schemars(length(min = 1, max = 256), inner(range(min = 0, max = 2046)))]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[schemars(schema_with = "apids_schema")]
     pub apids: Vec<i32>,
 
     /// `telemetry` (vehicle -> ground) or `command` (ground -> vehicle).
@@ -455,6 +454,23 @@ pub struct Channel {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0.0, max = 1000.0))]
     pub rate_hz: Option<f64>,
+}
+
+/// A set of 1..256 APIDs; spelled out to document the items too.
+fn apids_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 256,
+        "x-kubernetes-list-type": "set",
+        "items": {
+            "description": "An APID, 0..2046.",
+            "type": "integer",
+            "format": "int32",
+            "minimum": 0,
+            "maximum": 2046,
+        },
+    })
 }
 
 /// Direction of a channel's packets.
