@@ -21,11 +21,12 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
     runtime::{
-        Controller,
+        Controller, PredicateConfig, WatchStreamExt,
         controller::{Action, Config as ControllerConfig, Error as ControllerError},
         events::{Event, EventType, Recorder, Reporter},
-        reflector::ObjectRef,
-        watcher,
+        predicates,
+        reflector::{self, ObjectRef},
+        watcher::{self, watcher},
     },
 };
 use serde_json::json;
@@ -79,9 +80,17 @@ pub async fn run(
         );
         return Err(error);
     }
+    let (store, writer) = reflector::store();
+    let spec_changes = watcher(groundsystems, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        // Status patches, the operator's own included, leave the generation alone, so they
+        // never trigger a reconcile. The periodic resync is a requeue and not affected.
+        .predicate_filter(predicates::generation, PredicateConfig::default());
     // Only the operator's own children are cached, not every Deployment in the cluster.
     let children = watcher::Config::default().labels(&managed_children_selector());
-    let controller = Controller::new(groundsystems, watcher::Config::default())
+    let controller = Controller::for_stream(spec_changes, store.clone())
         .with_config(ControllerConfig::default().debounce(Duration::from_millis(500)))
         .owns(
             scoped_api::<Deployment>(&client, &settings.namespace),
@@ -108,7 +117,6 @@ pub async fn run(
         )
         .shutdown_on_signal();
 
-    let store = controller.store();
     tokio::spawn(async move {
         // The store wakes only the latest of its concurrent waiters, and the controller waits on
         // it too, so ask again until it answers; once synced it answers at once.
@@ -166,6 +174,7 @@ where
 async fn reconcile(gs: Arc<GroundSystem>, context: Arc<Context>) -> Result<Action, Error> {
     if gs.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove the children.
+        context.backoff.reset(&ObjectRef::from_obj(gs.as_ref()));
         return Ok(Action::await_change());
     }
     let started = Instant::now();

@@ -1,9 +1,9 @@
 //! Status, derived purely from the observed children.
 //!
 //! The same children always give the same status, and a condition keeps its
-//! `lastTransitionTime` while its status stays the same, so a reconcile that changes nothing
-//! derives exactly the current status and writes nothing. That is also why the status patch
-//! cannot loop: the watch event it causes leads to a reconcile that derives the same status.
+//! `lastTransitionTime` while its status stays the same, so a resync that changes nothing
+//! derives exactly the current status and writes nothing. (The status patch itself does not
+//! trigger a reconcile: the controller only reacts to generation changes of a GroundSystem.)
 
 use std::collections::HashMap;
 
