@@ -53,16 +53,13 @@ where
     }
 }
 
+/// A client of its own for the calling test. A kube `Client` runs its connection worker on the tokio
+/// runtime that created it, and every `#[tokio::test]` has a runtime of its own: a client shared between
+/// tests stops working (or hangs) once the runtime that created it is blocked or gone.
 async fn client() -> Result<Client> {
-    static CLIENT: OnceCell<Client> = OnceCell::const_new();
-    CLIENT
-        .get_or_try_init(|| async {
-            Client::try_default().await.context(
-                "no Kubernetes client: run the tests through hack/test.sh, which starts the local control plane",
-            )
-        })
-        .await
-        .cloned()
+    Client::try_default().await.context(
+        "no Kubernetes client: run the tests through hack/test.sh, which starts the local control plane",
+    )
 }
 
 /// Installs crds/groundsystem.yaml (once per test binary) and waits until it is Established.
@@ -160,13 +157,16 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        let (client, name) = (self.client.clone(), self.name.clone());
+        let name = self.name.clone();
         // Drop cannot await; delete on a thread of its own, so that a failing test still cleans up.
+        // With a client of that thread's runtime: the test's own client needs the test's runtime,
+        // which is blocked here until the thread is joined.
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(async {
+                let client = client().await.map_err(std::io::Error::other)?;
                 Api::<Namespace>::all(client)
                     .delete(&name, &DeleteParams::background())
                     .await

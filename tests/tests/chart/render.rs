@@ -393,6 +393,11 @@ async fn the_operator_pod_meets_the_restricted_pod_security_standard() -> Result
         ],
         None,
     )?;
+    // Pods are admitted only with their ServiceAccount present.
+    kubectl(
+        &["create", "serviceaccount", RELEASE, "--namespace", &ns.name],
+        None,
+    )?;
     for values in [
         &[][..],
         &[
