@@ -213,11 +213,12 @@ impl Operator {
         let log = log_dir.join(format!("{namespace}.log"));
         let log_file = std::fs::File::create(&log)?;
         let mut command = Command::new(&binary);
+        command.arg("run");
         if let Some(kubeconfig) = kubeconfig {
             command.arg("--kubeconfig").arg(kubeconfig);
         }
         let child = command
-            .args(["run", "--namespace", namespace, "--http-addr", &http])
+            .args(["--namespace", namespace, "--http-addr", &http])
             .args(["--resync-interval", &resync_seconds.to_string()])
             .args(["--default-image", "ghcr.io/vgs-io/vfep:e2e"])
             .env("RUST_LOG", "info,vgs_operator=debug")
