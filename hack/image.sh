@@ -6,7 +6,8 @@
 #   hack/image.sh build IMAGE        build the static release binary and the image (FROM scratch);
 #                                    prints the image reference
 #   hack/image.sh test IMAGE         build, then check the image: OCI labels, non-root user, and that the
-#                                    binary runs inside it (podman)
+#                                    binary runs inside it (podman; vfep: `--version` prints the version)
+#   hack/image.sh build|test         the same for every image
 #   hack/image.sh save IMAGE FILE    build, then write a docker-archive tarball (for `kind load image-archive`)
 #   hack/image.sh ref IMAGE          print the image reference without building
 #
@@ -54,10 +55,20 @@ smoke_operator() { # The CRD the binary prints must be the one in the repository
   [[ "$out" == "$(cat "$ROOT/crds/groundsystem.yaml")" ]] ||
     die "\`vgs-operator crd\` in the image differs from crds/groundsystem.yaml"
 }
-smoke_vfep() {
-  local out
-  out="$(run_image --help)" || die "the vfep image does not run: $out"
-  grep -q frontend <<<"$out" || die "vfep --help in the image does not list the frontend role: $out"
+smoke_vfep() { # `vfep --version` must print this version; --help must list the three roles.
+  local out role
+  out="$(run_image --version)" || die "the vfep image does not run: $out"
+  [[ "$out" == "vfep $VERSION" ]] || die "vfep --version in the image printed '$out', expected 'vfep $VERSION'"
+  out="$(run_image --help)" || die "vfep --help fails in the image: $out"
+  for role in frontend ground simulator; do
+    grep -q "^  $role " <<<"$out" || die "vfep --help in the image does not list the $role role: $out"
+  done
+}
+
+# Extra build context per image, next to the binary.
+context_operator() { :; }
+context_vfep() { # empty mount points, chowned to the runtime user by the Containerfile
+  mkdir -p "$1/data" "$1/config"
 }
 
 # --- tools --------------------------------------------------------------------------------------------
@@ -91,17 +102,21 @@ inspect_labels() { # prints KEY=VALUE lines of the image's labels and its user
 # --- commands -----------------------------------------------------------------------------------------
 build_binary() {
   log "building the static $BINARY binary (release, $TARGET, +crt-static)"
+  # Stripped: symbols only make the image bigger.
   (cd "$ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    CARGO_PROFILE_RELEASE_STRIP="${CARGO_PROFILE_RELEASE_STRIP:-symbols}" \
     cargo build --release --locked --target "$TARGET" -p "$PACKAGE" --bin "$BINARY")
 }
 
 build() {
   [[ -f "$ROOT/$CONTAINERFILE" ]] || die "$CONTAINERFILE not found"
   build_binary
-  # The build context holds the binary only: nothing else of the work tree reaches the image.
+  # The build context holds the binary (and empty directories): nothing of the work tree reaches
+  # the image.
   local context="$ROOT/target/image-context/$NAME"
   rm -rf "$context" && mkdir -p "$context"
-  install -m 0555 "$ROOT/target/$TARGET/release/$BINARY" "$context/$BINARY"
+  install -m 0555 "${CARGO_TARGET_DIR:-$ROOT/target}/$TARGET/release/$BINARY" "$context/$BINARY"
+  "context_$NAME" "$context"
   local revision created
   revision="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
   git -C "$ROOT" diff --quiet HEAD 2>/dev/null || revision+="-dirty"
@@ -143,6 +158,10 @@ save() { # file
 }
 
 cmd="${1:-}"
+if [[ -z "${2:-}" && ("$cmd" == build || "$cmd" == test) ]]; then
+  for image in operator vfep; do "$0" "$cmd" "$image"; done
+  exit 0
+fi
 select_image "${2:-}"
 case "$cmd" in
   build) build ;;

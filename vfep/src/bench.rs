@@ -11,9 +11,13 @@ use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::api::stream::{self, Frame, FrameReader, FrameWriter, SubscribeRequest};
 use crate::codec::{PacketType, PrimaryHeader};
+use crate::gems::{self, Body, Framed, Header, Message, Timestamp};
 use crate::mission::{self, Command, Telemetry};
 use crate::time::now_ns;
 
@@ -55,12 +59,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let system = System::start(&work).await?;
     let (mut reader, mut writer) = system.subscribe().await?;
+    let mut gems = Gems::connect(&system.gems_addr).await?;
     let mut sequence = 0u16;
     println!(
-        "\n{:>6} {:>10} {:>8} {:>12} {:>9} {:>11} {:>13} {:>6}",
-        "size", "packets", "seconds", "packets/s", "MB/s", "/loopback", "records/disk", "lost"
+        "\n{:>6} {:>9} {:>12} {:>8} {:>11} {:>12} {:>10} {:>6}",
+        "size", "packets", "delivered/s", "MB/s", "% loopback", "recorded/s", "% disk", "lost"
     );
     for &size in &args.sizes {
+        let recorded_before = gems.get("BytesRecorded").await?;
+        let record_len = u64::from(size) + crate::recorder::RECORD_HEADER_LEN as u64;
         let command = Command::StartLoad {
             count: args.packets,
             packet_len: size,
@@ -69,20 +76,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         sequence = send(&mut writer, sequence, &command).await?;
         let run = receive(&mut reader, u64::from(args.packets), |_| {}).await?;
-        let seconds = run.last.duration_since(started).as_secs_f64();
-        let rate = run.received as f64 / seconds;
-        let bytes = rate * f64::from(size);
-        let recorded = rate * (f64::from(size) + crate::recorder::RECORD_HEADER_LEN as f64);
+        let delivered = run.received as f64 / run.last.duration_since(started).as_secs_f64();
+        // The recorder may trail the subscriber by its queue; the sustained rate is when the
+        // last record reached the file.
+        let target = recorded_before + u64::from(args.packets) * record_len;
+        while gems.get("BytesRecorded").await? < target {
+            if started.elapsed() > RUN_TIMEOUT {
+                bail!("the recording did not catch up in time");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let recorded = f64::from(args.packets) / started.elapsed().as_secs_f64();
+        let megabytes = delivered * f64::from(size) / 1e6;
         println!(
-            "{size:>6} {:>10} {seconds:>8.2} {rate:>12.0} {:>9.1} {:>10.1}% {:>12.1}% {:>6}",
+            "{size:>6} {:>9} {delivered:>12.0} {megabytes:>8.1} {:>10.1}% {recorded:>12.0} {:>9.1}% {:>6}",
             run.received,
-            bytes / 1e6,
-            100.0 * bytes / loopback,
-            100.0 * recorded / disk,
+            100.0 * megabytes * 1e6 / loopback,
+            100.0 * recorded * record_len as f64 / disk,
             run.lost
         );
     }
-
     let count = args.latency_rate * args.latency_seconds;
     let command = Command::StartLoad {
         count,
@@ -177,6 +190,7 @@ fn disk_limit(dir: &Path, total: u64) -> anyhow::Result<f64> {
 struct System {
     children: Vec<Child>,
     stream_addr: String,
+    gems_addr: String,
 }
 
 impl System {
@@ -209,6 +223,7 @@ impl System {
         let mut system = System {
             children: Vec::new(),
             stream_addr: format!("127.0.0.1:{stream_port}"),
+            gems_addr: format!("127.0.0.1:{gems}"),
         };
         system.children.push(spawn(
             "simulator",
@@ -285,6 +300,66 @@ async fn send(writer: &mut FrameWriter, sequence: u16, command: &Command) -> any
         ))
         .await?;
     Ok(sequence.wrapping_add(1))
+}
+
+/// Reads the frontend's counters over GEMS.
+struct Gems {
+    socket: TcpStream,
+    buf: BytesMut,
+    transaction: u64,
+}
+
+impl Gems {
+    async fn connect(addr: &str) -> anyhow::Result<Gems> {
+        let mut gems = Gems {
+            socket: TcpStream::connect(addr).await?,
+            buf: BytesMut::new(),
+            transaction: 0,
+        };
+        gems.request(Body::Connect {
+            connection_type: "STATUS_ONLY".into(),
+        })
+        .await?;
+        Ok(gems)
+    }
+
+    async fn request(&mut self, body: Body) -> anyhow::Result<Body> {
+        self.transaction += 1;
+        let header = Header {
+            transaction_id: self.transaction.to_string(),
+            token: String::new(),
+            timestamp: Timestamp::from_ns(now_ns()),
+            target: crate::api::gems_server::TARGET.into(),
+        };
+        self.socket
+            .write_all(Message { header, body }.render().as_bytes())
+            .await?;
+        loop {
+            if let Framed::Message(len) = gems::frame(&self.buf) {
+                let text = String::from_utf8(self.buf.split_to(len).to_vec())?;
+                return Ok(Message::parse(&text)?.body);
+            }
+            if self.socket.read_buf(&mut self.buf).await? == 0 {
+                bail!("the GEMS connection closed");
+            }
+        }
+    }
+
+    /// A numeric parameter.
+    async fn get(&mut self, name: &str) -> anyhow::Result<u64> {
+        let reply = self
+            .request(Body::Get {
+                names: vec![name.into()],
+            })
+            .await?;
+        let value = match &reply {
+            Body::GetResponse { parameters, .. } => parameters.first().and_then(|p| p.as_scalar()),
+            _ => None,
+        };
+        value
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("GEMS GET {name}: {reply:?}"))
+    }
 }
 
 struct Received {

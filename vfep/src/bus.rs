@@ -201,7 +201,7 @@ struct Publishing {
 }
 
 /// Batches a lossless subscriber may have queued before the publisher waits.
-const LOSSLESS_DEPTH: usize = 256;
+const LOSSLESS_DEPTH: usize = 64;
 
 impl Bus {
     pub fn new(live_capacity: usize) -> Bus {

@@ -23,8 +23,9 @@ use crate::metrics::{DropReason, FrontendMetrics};
 use crate::recorder::{self, Recorder, RecorderHandle};
 use crate::time::{ReceiveClock, now_ns};
 
-/// Batches a live subscriber may fall behind by before it loses data.
-const LIVE_CAPACITY: usize = 1024;
+/// Batches a live subscriber may fall behind by before it loses data. The ring keeps this many
+/// batches alive, so with full reads it bounds memory at LIVE_CAPACITY x 128 KiB.
+const LIVE_CAPACITY: usize = 256;
 
 pub struct Frontend {
     pub config: Config,

@@ -19,7 +19,7 @@ use crate::metrics::DropReason;
 
 /// Read buffer size: large reads mean few syscalls and big batches under load, while a
 /// quiet link still delivers each packet as soon as it arrives.
-const READ_SIZE: usize = 256 * 1024;
+const READ_SIZE: usize = 128 * 1024;
 
 pub async fn run(frontend: Arc<Frontend>) -> anyhow::Result<()> {
     let mut downlink = Downlink {
