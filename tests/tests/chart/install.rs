@@ -280,7 +280,15 @@ async fn single_namespace_install_operator_upgrade_uninstall() -> Result<()> {
         pod_user, "65532",
         "one operator pod, admitted in a restricted namespace, running as 65532"
     );
-    assert_eq!(release.status()?["info"]["status"], "deployed");
+    let status = release.status()?;
+    assert_eq!(status["info"]["status"], "deployed");
+    // NOTES.txt gives the next step: the sample GroundSystem, in the watched namespace.
+    let notes = status["info"]["notes"].as_str().unwrap_or_default();
+    assert!(
+        notes.contains(&format!("kubectl apply -n {} -f", ns.name))
+            && notes.contains("examples/groundsystem-minimal.yaml"),
+        "NOTES.txt does not say how to apply the sample GroundSystem:\n{notes}"
+    );
 
     // Exactly the rights the operator needs, in its namespace only.
     let sa = service_account(&ns.name);
