@@ -2,7 +2,6 @@
 //! `hack/cluster.sh up`), a namespace per test, and an operator process per test, scoped to that namespace,
 //! so that tests run in parallel without seeing each other's objects or metrics.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -207,7 +206,6 @@ impl Operator {
                 binary.display()
             );
         }
-        let http = format!("127.0.0.1:{}", free_port()?);
         let log_dir = repo_root().join("target/e2e-logs");
         std::fs::create_dir_all(&log_dir)?;
         let log = log_dir.join(format!("{namespace}.log"));
@@ -218,7 +216,9 @@ impl Operator {
             command.arg("--kubeconfig").arg(kubeconfig);
         }
         let child = command
-            .args(["--namespace", namespace, "--http-addr", &http])
+            // Port 0: the operator binds a free port and logs it, so parallel tests never collide.
+            .args(["--namespace", namespace, "--http-addr", "127.0.0.1:0"])
+            .args(["--log-format", "json"])
             .args(["--resync-interval", &resync_seconds.to_string()])
             .args(["--default-image", "ghcr.io/vgs-io/vfep:e2e"])
             .env("RUST_LOG", "info,vgs_operator=debug")
@@ -226,7 +226,21 @@ impl Operator {
             .stderr(Stdio::from(log_file))
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let operator = Self { child, http, log };
+        let mut operator = Self {
+            child,
+            http: String::new(),
+            log,
+        };
+        operator.http = eventually(
+            "the operator's HTTP address",
+            Duration::from_secs(30),
+            || {
+                let found = bound_http_addr(&operator.log);
+                async move { Ok(found) }
+            },
+        )
+        .await
+        .with_context(|| operator.log_tail())?;
         eventually(
             "the operator's /readyz",
             Duration::from_secs(30),
@@ -348,8 +362,16 @@ pub fn command_line(command: &Command) -> String {
         .join(" ")
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// The address the operator logged when it bound its HTTP server (JSON log lines).
+fn bound_http_addr(log: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find_map(|entry| {
+            let fields = &entry["fields"];
+            let serving = fields["message"].as_str()?.starts_with("serving /metrics");
+            serving.then(|| fields["addr"].as_str().map(str::to_owned))?
+        })
 }
 
 /// Sums the samples of one family in the Prometheus text format (`name{labels} value` or `name value`).

@@ -294,8 +294,8 @@ async fn resync_of_an_unchanged_groundsystem_makes_zero_writes() -> Result<()> {
     .await?;
     assert_eq!(
         settled.len(),
-        9,
-        "3 Deployments, 3 Services, 1 ConfigMap, 2 PVCs: {settled:?}"
+        10,
+        "the GroundSystem, 3 Deployments, 3 Services, 1 ConfigMap, 2 PVCs: {settled:?}"
     );
 
     let writes_before = operator.metric_sum("vgs_operator_writes_total").await?;
