@@ -153,6 +153,10 @@ pub async fn run(
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
                 // Already logged by `error_policy`, with the retry delay.
                 Err(ControllerError::ReconcilerFailed(..)) => {}
+                // A requeue or child event for a GroundSystem deleted in the meantime.
+                Err(ControllerError::ObjectNotFound(object)) => {
+                    tracing::debug!(%object, "GroundSystem gone, nothing to reconcile")
+                }
                 Err(error) => warn!(%error, "controller error"),
             }
         })

@@ -474,7 +474,7 @@ fn apids_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// Direction of a channel's packets.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Direction {
     /// Vehicle -> ground.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use k8s_openapi::{
     api::{apps::v1::Deployment, core::v1::PersistentVolumeClaim},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::{Timestamp, TimestampRound, Unit},
+    jiff::{RoundMode, Timestamp, TimestampRound, Unit},
 };
 use kube::ResourceExt;
 
@@ -201,14 +201,9 @@ impl ConditionState {
             .iter()
             .find(|c| c.type_ == type_ && c.status == status)
             .map(|c| c.last_transition_time.clone())
-            // The API server stores whole seconds; rounding here keeps a freshly derived status
-            // equal to its stored copy.
-            .unwrap_or_else(|| {
-                Time(
-                    now.round(TimestampRound::new().smallest(Unit::Second))
-                        .unwrap_or(now),
-                )
-            });
+            // The API server stores whole seconds; truncating here keeps a freshly derived
+            // status equal to its stored copy.
+            .unwrap_or_else(|| Time(whole_seconds(now)));
         Condition {
             type_: type_.to_owned(),
             status: status.to_owned(),
@@ -218,6 +213,13 @@ impl ConditionState {
             last_transition_time,
         }
     }
+}
+
+fn whole_seconds(time: Timestamp) -> Timestamp {
+    let truncate = TimestampRound::new()
+        .smallest(Unit::Second)
+        .mode(RoundMode::Trunc);
+    time.round(truncate).unwrap_or(time)
 }
 
 fn conditions(

@@ -271,7 +271,7 @@ fn unchanged_children_need_no_status_write() {
 fn transition_times_are_whole_seconds() {
     let gs = groundsystem(GroundSystemSpec::default());
     let now = at(0)
-        .checked_add(k8s_openapi::jiff::SignedDuration::from_millis(400))
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_millis(900))
         .unwrap();
     let status = derive(&gs, &Observed::default(), None, now);
     assert_eq!(condition(&status, READY).last_transition_time, Time(at(0)));
