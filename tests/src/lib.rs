@@ -220,7 +220,6 @@ impl Operator {
             .args(["--namespace", namespace, "--http-addr", "127.0.0.1:0"])
             .args(["--log-format", "json"])
             .args(["--resync-interval", &resync_seconds.to_string()])
-            .args(["--default-image", "ghcr.io/vgs-io/vfep:e2e"])
             .env("RUST_LOG", "info,vgs_operator=debug")
             .stdout(Stdio::from(log_file.try_clone()?))
             .stderr(Stdio::from(log_file))
