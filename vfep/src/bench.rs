@@ -163,8 +163,8 @@ fn loopback_limit() -> anyhow::Result<f64> {
     Ok(received as f64 / seconds)
 }
 
-/// Bytes/s of 1 MiB sequential writes with an fsync every second and at the end, the pattern
-/// the recorder uses.
+/// Bytes/s of 1 MiB sequential writes with writeback started per write and an fsync every
+/// second and at the end: the pattern the recorder uses.
 fn disk_limit(dir: &Path, total: u64) -> anyhow::Result<f64> {
     let path = dir.join("disk-limit.bin");
     let mut file = std::fs::File::create(&path)?;
@@ -174,6 +174,7 @@ fn disk_limit(dir: &Path, total: u64) -> anyhow::Result<f64> {
     let mut written = 0;
     while written < total {
         file.write_all(&chunk)?;
+        crate::recorder::start_writeback(&file, written, chunk.len() as u64);
         written += chunk.len() as u64;
         if last_sync.elapsed() >= Duration::from_secs(1) {
             file.sync_data()?;
