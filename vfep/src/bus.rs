@@ -231,10 +231,6 @@ impl Bus {
         }
     }
 
-    pub fn live_subscribers(&self) -> usize {
-        self.live.receiver_count()
-    }
-
     /// Publishes a batch; waits while a lossless subscriber is full.
     pub async fn publish(&self, mut batch: Batch) -> Result<(), BusClosed> {
         if batch.packets.is_empty() {
