@@ -358,19 +358,25 @@ async fn generate_tm(
     loop {
         let next_hk = schedule.iter().map(|p| p.next_due).min();
         let next_load = load.as_ref().map(Load::next_due);
+        // With nothing scheduled, only a request (a TC) wakes the generator.
         let wake = next_hk
             .into_iter()
             .chain(next_load)
             .min()
-            .unwrap_or(start + Duration::from_secs(86400 * 365));
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             biased;
             _ = sim.shutdown.cancelled() => return Ok(()),
             request = requests.recv() => match request {
                 None => return Ok(()),
                 Some(TmRequest::Ack { apid, ack }) => {
+                    let id = TmId {
+                        apid,
+                        sequence_count: next_count(apid),
+                        kind: TmKind::Acknowledgement,
+                        time_ns: now_ns(),
+                    };
                     let mut out = BytesMut::new();
-                    let id = TmId { apid, sequence_count: next_count(apid), kind: TmKind::Acknowledgement, time_ns: now_ns() };
                     mission::write_tm(&mut out, id, Acknowledgement::LEN, crc, |body| ack.write(body));
                     send(&chunks, out, 1, TmKind::Acknowledgement).await?;
                 }
