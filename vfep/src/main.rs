@@ -57,6 +57,9 @@ struct Common {
 struct FrontendArgs {
     #[command(flatten)]
     common: Common,
+    /// Overrides frontend.httpPort.
+    #[arg(long, env = "VFEP_HTTP_PORT")]
+    http_port: Option<u16>,
     /// Overrides recording.dir.
     #[arg(long, env = "VFEP_RECORDING_DIR")]
     recording_dir: Option<PathBuf>,
@@ -110,6 +113,9 @@ async fn run(role: Role) -> anyhow::Result<()> {
             }
             if let Some(host) = args.vehicle_host {
                 config.vehicle.host = host;
+            }
+            if let Some(port) = args.http_port {
+                config.frontend.http_port = port;
             }
             roles::frontend::run(config, args.common.bind, shutdown).await
         }

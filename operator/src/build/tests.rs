@@ -228,7 +228,7 @@ fn every_container_has_requests_limits_probes_and_the_config() {
             assert!(amounts.contains_key("cpu") && amounts.contains_key("memory"));
         }
         assert_eq!(
-            container.args.as_deref().unwrap(),
+            container.args.as_deref().unwrap()[..3],
             [role.component(), "--config", "/etc/vgs/vfep.yaml"]
         );
         for (probe, path) in [
@@ -311,4 +311,29 @@ fn workload_config_points_at_the_sibling_services() {
     assert_eq!(config["recording"]["dir"], "/data");
     assert_eq!(config["channels"][0]["name"], "housekeeping");
     assert_eq!(config["channels"][1].get("rateHz"), None);
+}
+
+#[test]
+fn each_role_is_told_the_http_port_its_probes_and_service_use() {
+    let mut spec = GroundSystemSpec::default();
+    spec.vfep.ports.http = 18080;
+    spec.ground_system.ports.http = 18081;
+    spec.simulator.component.ports.http = 18082;
+    let desired = desired_for(spec);
+    for (role, port) in [
+        (Role::Frontend, 18080),
+        (Role::Ground, 18081),
+        (Role::Simulator, 18082),
+    ] {
+        let container = container(&desired, role);
+        let args = container.args.as_ref().unwrap();
+        let flag = args.iter().position(|arg| arg == "--http-port").unwrap();
+        assert_eq!(args[flag + 1], port.to_string(), "{role:?}");
+        let http = container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("http"));
+        assert_eq!(http.unwrap().container_port, port, "{role:?}");
+    }
 }

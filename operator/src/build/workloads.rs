@@ -156,10 +156,13 @@ fn container(
             .spec
             .image_pull_policy
             .map(|policy| policy.as_str().to_owned()),
+        // The http port is the one port vfep.yaml does not carry for every role.
         args: Some(vec![
             role.component().to_owned(),
             "--config".to_owned(),
             format!("{CONFIG_DIR}/{CONFIG_FILE}"),
+            "--http-port".to_owned(),
+            spec.http_port().to_string(),
         ]),
         env: (!spec.env.is_empty()).then(|| {
             spec.env
