@@ -63,13 +63,14 @@ struct Context {
     backoff: RetryBackoff,
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C, then lets running reconciles finish.
+/// Runs the controller until `shutdown` completes, then lets running reconciles finish.
 /// `ready` is set once the GroundSystem cache has synced.
 pub async fn run(
     client: Client,
     settings: Settings,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), kube::Error> {
     let groundsystems: Api<GroundSystem> = scoped_api(&client, &settings.namespace);
     // Fail early, with a hint, when the CRD is missing or we may not list GroundSystems.
@@ -115,7 +116,7 @@ pub async fn run(
                 Some(ObjectRef::<GroundSystem>::new(name).within(&namespace))
             },
         )
-        .shutdown_on_signal();
+        .graceful_shutdown_on(shutdown);
 
     tokio::spawn(async move {
         // The store wakes only the latest of its concurrent waiters, and the controller waits on

@@ -2,13 +2,15 @@
 //!
 //! A reconcile runs the pipeline top to bottom: [`crd`] (types) -> [`validate`] (what the schema
 //! cannot check) -> [`build`] (pure: the desired children) -> [`apply`] (server-side apply) ->
-//! [`status`] (derived from the observed children). [`controller`] wires it to the watches.
+//! [`status`] (derived from the observed children). [`controller`] wires it to the watches; with
+//! several replicas, [`leader`] lets only the holder of a Lease run it.
 
 pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod crd;
 mod error;
+pub mod leader;
 pub mod metrics;
 pub mod status;
 pub mod validate;

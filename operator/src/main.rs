@@ -1,4 +1,5 @@
 use std::{
+    hash::{BuildHasher, RandomState},
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, atomic::AtomicBool},
@@ -7,13 +8,19 @@ use std::{
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures::{
+    FutureExt,
+    future::{BoxFuture, Shared},
+};
 use kube::{
     Client, Config,
     config::{KubeConfigOptions, Kubeconfig},
 };
+use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 use vgs_operator::{
     controller::{self, Settings},
+    leader::{LeaderElection, LeaseConfig, LeaseTiming},
     metrics::{self, HttpState, Metrics},
 };
 
@@ -68,6 +75,34 @@ struct RunArgs {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     resync_interval: u64,
+
+    /// Reconcile only while holding the Lease --lease-name, so that more than one replica can run:
+    /// the others stand by to take over.
+    #[arg(long, env = "VGS_LEADER_ELECTION")]
+    leader_election: bool,
+
+    /// Name of the Lease for leader election.
+    #[arg(long, env = "VGS_LEASE_NAME", default_value = "vgs-operator")]
+    lease_name: String,
+
+    /// Namespace of the Lease; when unset, the client's: in a cluster the pod's, else the kubeconfig
+    /// context's, else `default`.
+    #[arg(long, env = "VGS_LEASE_NAMESPACE")]
+    lease_namespace: Option<String>,
+
+    /// This replica's identity in the Lease; when unset, the hostname and a random suffix.
+    #[arg(long, env = "VGS_LEADER_ID")]
+    leader_id: Option<String>,
+
+    /// Seconds a standby waits for the Lease holder to renew before taking over; the holder's renew
+    /// deadline (2/3) and the retry period (2/15) scale with it, as controller-runtime's 15/10/2 s.
+    #[arg(
+        long,
+        env = "VGS_LEASE_DURATION_SECONDS",
+        default_value_t = 15,
+        value_parser = clap::value_parser!(u64).range(2..)
+    )]
+    lease_duration_seconds: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -91,6 +126,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_tracing(args.log_format);
+    let shutdown = shutdown_signal()?;
     let client = Client::try_from(client_config(args.kubeconfig.as_deref()).await?)
         .context("creating the Kubernetes client")?;
 
@@ -111,15 +147,97 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
     ));
 
+    let lease = args.leader_election.then(|| LeaseConfig {
+        name: args.lease_name,
+        namespace: non_empty(args.lease_namespace)
+            .unwrap_or_else(|| client.default_namespace().to_owned()),
+        identity: non_empty(args.leader_id).unwrap_or_else(default_leader_id),
+        timing: LeaseTiming::for_lease_duration(Duration::from_secs(args.lease_duration_seconds)),
+    });
     let settings = Settings {
-        namespace: args.namespace.filter(|namespace| !namespace.is_empty()),
+        namespace: non_empty(args.namespace),
         default_image: args.default_image,
         resync_interval: Duration::from_secs(args.resync_interval),
     };
-    let result = controller::run(client, settings, metrics, ready).await;
+    let result = match lease {
+        Some(lease) => {
+            let election = LeaderElection::new(client.clone(), lease, metrics.clone());
+            run_elected(election, client, settings, metrics, ready, shutdown).await
+        }
+        None => {
+            metrics.set_leader(true);
+            controller::run(client, settings, metrics, ready, shutdown)
+                .await
+                .context("running the controller")
+        }
+    };
     stop_http.send(()).ok();
     http.await.context("HTTP server task")??;
-    result.context("running the controller")
+    result
+}
+
+/// Stands by until this replica holds the Lease, then runs the controller while renewing it. On
+/// shutdown it stops the controller first and then releases the Lease, so that the next holder
+/// never overlaps with a reconcile of ours. A lost Lease stops the controller at once (in-flight
+/// reconciles are aborted) and fails the process: its restart stands by again with nothing left
+/// over from its term.
+async fn run_elected(
+    mut election: LeaderElection,
+    client: Client,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    shutdown: Shared<BoxFuture<'static, ()>>,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        () = election.acquire(&ready) => {}
+        () = shutdown.clone() => {
+            // An attempt in flight may have taken the Lease just now.
+            election.release().await;
+            return Ok(());
+        }
+    }
+    let controller = controller::run(client, settings, metrics, ready, shutdown);
+    let lost = tokio::select! {
+        result = controller => {
+            election.release().await;
+            return result.context("running the controller");
+        }
+        lost = election.hold() => lost,
+    };
+    Err(lost).context("lost the Lease: exiting, so that the restarted process stands by")
+}
+
+/// Completes on SIGTERM or Ctrl-C. The handlers are registered at once, so that a signal that
+/// arrives before anyone awaits it (say, while a standby becomes the leader) is not lost.
+fn shutdown_signal() -> anyhow::Result<Shared<BoxFuture<'static, ()>>> {
+    let mut terminate = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("shutting down gracefully");
+    }
+    .boxed()
+    .shared())
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|value| !value.is_empty())
+}
+
+/// The hostname and a random suffix: two processes on one host (or pods with the host's network)
+/// must never share an identity, or both would take themselves for the holder.
+fn default_leader_id() -> String {
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "vgs-operator".to_owned());
+    // RandomState's keys are seeded from the OS's random source.
+    let suffix = RandomState::new().hash_one(std::process::id());
+    format!("{hostname}_{suffix:016x}")
 }
 
 async fn client_config(kubeconfig: Option<&str>) -> anyhow::Result<Config> {

@@ -20,6 +20,7 @@ use prometheus_client::{
     metrics::{
         counter::Counter,
         family::Family,
+        gauge::Gauge,
         histogram::{Histogram, exponential_buckets},
     },
     registry::Registry,
@@ -42,6 +43,7 @@ pub struct Metrics {
     errors: Family<ReasonLabel, Counter>,
     duration: Histogram,
     writes: Family<KindLabel, Counter>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -52,6 +54,7 @@ impl Default for Metrics {
         // 5 ms .. ~20 s
         let duration = Histogram::new(exponential_buckets(0.005, 2.0, 13));
         let writes = Family::<KindLabel, Counter>::default();
+        let leader = Gauge::default();
         registry.register(
             "reconciliations",
             "GroundSystem reconciliations started",
@@ -72,12 +75,18 @@ impl Default for Metrics {
             "API writes that changed an object (no-op applies are not counted), by kind",
             writes.clone(),
         );
+        registry.register(
+            "leader",
+            "1 while this process reconciles (holds the Lease, or runs without leader election), else 0",
+            leader.clone(),
+        );
         Self {
             registry,
             reconciliations,
             errors,
             duration,
             writes,
+            leader,
         }
     }
 }
@@ -100,6 +109,10 @@ impl Metrics {
             .inc();
     }
 
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
+    }
+
     fn render(&self) -> String {
         let mut text = String::new();
         encode(&mut text, &self.registry).expect("writing to a String cannot fail");
@@ -111,7 +124,8 @@ impl Metrics {
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
-    /// Set once the controller's GroundSystem cache has synced.
+    /// Set once the controller's GroundSystem cache has synced; with leader election, already once a
+    /// standby could read the Lease (it is ready to take over).
     pub ready: Arc<AtomicBool>,
 }
 
@@ -150,7 +164,10 @@ async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     if state.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "watches not synced (or Lease not read) yet",
+        )
     }
 }
 
@@ -182,5 +199,15 @@ mod tests {
             text.contains("vgs_operator_reconcile_duration_seconds_count 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn leader_gauge_is_exported() {
+        let metrics = Metrics::default();
+        assert!(metrics.render().contains("vgs_operator_leader 0"));
+        metrics.set_leader(true);
+        assert!(metrics.render().contains("vgs_operator_leader 1"));
+        metrics.set_leader(false);
+        assert!(metrics.render().contains("vgs_operator_leader 0"));
     }
 }

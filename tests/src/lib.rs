@@ -3,7 +3,7 @@
 //! so that tests run in parallel without seeing each other's objects or metrics.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -178,25 +178,56 @@ impl Drop for TestNamespace {
 }
 
 /// An operator process watching one namespace, stopped (SIGTERM) when dropped. Its log goes to
-/// target/e2e-logs/<namespace>.log.
+/// target/e2e-logs/<namespace>.log (<namespace>-<leader id>.log with leader election).
 pub struct Operator {
     child: Child,
     pub http: String,
     pub log: PathBuf,
+    /// Its identity in the Lease, with leader election.
+    pub leader_id: Option<String>,
 }
 
-impl Operator {
-    pub async fn start(namespace: &str, resync_seconds: u64) -> Result<Self> {
-        Self::start_with_kubeconfig(namespace, resync_seconds, None).await
+/// How to start an operator: `Operator::options(namespace)`, its setters, then
+/// [`start`](OperatorOptions::start). [`Operator::start`] and [`Operator::start_with_kubeconfig`]
+/// are shorthands.
+#[derive(Clone, Debug)]
+pub struct OperatorOptions {
+    namespace: String,
+    resync_seconds: u64,
+    kubeconfig: Option<PathBuf>,
+    leader_election: Option<LeaderElectionOptions>,
+}
+
+/// `--leader-election`, with the Lease in the watched namespace unless `lease_namespace` is set.
+#[derive(Clone, Debug)]
+pub struct LeaderElectionOptions {
+    pub lease_name: String,
+    pub lease_namespace: Option<String>,
+    pub leader_id: String,
+    pub lease_duration_seconds: u64,
+}
+
+impl OperatorOptions {
+    /// Seconds after which every GroundSystem is reconciled again (default 300).
+    pub fn resync_seconds(mut self, seconds: u64) -> Self {
+        self.resync_seconds = seconds;
+        self
     }
 
-    /// Like [`Operator::start`], with the identity of `kubeconfig` (`--kubeconfig`) instead of the
-    /// tests' own (`KUBECONFIG`), e.g. a ServiceAccount token, to run the operator with its RBAC.
-    pub async fn start_with_kubeconfig(
-        namespace: &str,
-        resync_seconds: u64,
-        kubeconfig: Option<&Path>,
-    ) -> Result<Self> {
+    /// The identity of `kubeconfig` (`--kubeconfig`) instead of the tests' own (`KUBECONFIG`), e.g. a
+    /// ServiceAccount token, to run the operator with its RBAC.
+    pub fn kubeconfig(mut self, kubeconfig: &Path) -> Self {
+        self.kubeconfig = Some(kubeconfig.to_owned());
+        self
+    }
+
+    pub fn leader_election(mut self, options: LeaderElectionOptions) -> Self {
+        self.leader_election = Some(options);
+        self
+    }
+
+    /// Starts the operator and waits until it serves and answers /readyz (a standby does too).
+    pub async fn start(self) -> Result<Operator> {
         let binary = std::env::var("VGS_OPERATOR_BIN")
             .map(PathBuf::from)
             .unwrap_or_else(|_| repo_root().join("target/debug/vgs-operator"));
@@ -206,29 +237,47 @@ impl Operator {
                 binary.display()
             );
         }
+        let namespace = &self.namespace;
         let log_dir = repo_root().join("target/e2e-logs");
         std::fs::create_dir_all(&log_dir)?;
-        let log = log_dir.join(format!("{namespace}.log"));
+        let log = log_dir.join(match &self.leader_election {
+            Some(election) => format!("{namespace}-{}.log", election.leader_id),
+            None => format!("{namespace}.log"),
+        });
         let log_file = std::fs::File::create(&log)?;
         let mut command = Command::new(&binary);
         command.arg("run");
-        if let Some(kubeconfig) = kubeconfig {
+        if let Some(kubeconfig) = &self.kubeconfig {
             command.arg("--kubeconfig").arg(kubeconfig);
+        }
+        if let Some(election) = &self.leader_election {
+            command
+                .args(["--leader-election", "--lease-name", &election.lease_name])
+                .args([
+                    "--lease-namespace",
+                    election.lease_namespace.as_deref().unwrap_or(namespace),
+                ])
+                .args(["--leader-id", &election.leader_id])
+                .args([
+                    "--lease-duration-seconds",
+                    &election.lease_duration_seconds.to_string(),
+                ]);
         }
         let child = command
             // Port 0: the operator binds a free port and logs it, so parallel tests never collide.
             .args(["--namespace", namespace, "--http-addr", "127.0.0.1:0"])
             .args(["--log-format", "json"])
-            .args(["--resync-interval", &resync_seconds.to_string()])
+            .args(["--resync-interval", &self.resync_seconds.to_string()])
             .env("RUST_LOG", "info,vgs_operator=debug")
             .stdout(Stdio::from(log_file.try_clone()?))
             .stderr(Stdio::from(log_file))
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let mut operator = Self {
+        let mut operator = Operator {
             child,
             http: String::new(),
             log,
+            leader_id: self.leader_election.map(|election| election.leader_id),
         };
         operator.http = eventually(
             "the operator's HTTP address",
@@ -251,6 +300,68 @@ impl Operator {
         .await
         .with_context(|| operator.log_tail())?;
         Ok(operator)
+    }
+}
+
+impl Operator {
+    pub fn options(namespace: &str) -> OperatorOptions {
+        OperatorOptions {
+            namespace: namespace.to_owned(),
+            resync_seconds: 300,
+            kubeconfig: None,
+            leader_election: None,
+        }
+    }
+
+    pub async fn start(namespace: &str, resync_seconds: u64) -> Result<Self> {
+        Self::options(namespace)
+            .resync_seconds(resync_seconds)
+            .start()
+            .await
+    }
+
+    /// Like [`Operator::start`], with the identity of `kubeconfig` (see [`OperatorOptions::kubeconfig`]).
+    pub async fn start_with_kubeconfig(
+        namespace: &str,
+        resync_seconds: u64,
+        kubeconfig: Option<&Path>,
+    ) -> Result<Self> {
+        let options = Self::options(namespace).resync_seconds(resync_seconds);
+        match kubeconfig {
+            Some(kubeconfig) => options.kubeconfig(kubeconfig),
+            None => options,
+        }
+        .start()
+        .await
+    }
+
+    /// SIGKILL: no graceful shutdown, so a Lease it holds is not released.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the process to exit, and returns how it exited.
+    pub async fn terminate(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        self.signal_term();
+        eventually("the operator to exit after SIGTERM", timeout, || {
+            let exited = self.try_exit_status();
+            async move { exited }
+        })
+        .await
+        .with_context(|| self.log_tail())
+    }
+
+    /// How the process exited, if it has.
+    pub fn try_exit_status(&mut self) -> Result<Option<ExitStatus>> {
+        Ok(self.child.try_wait()?)
+    }
+
+    fn signal_term(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
     }
 
     pub async fn metrics(&self) -> Result<String> {
@@ -277,10 +388,12 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
+        // Never signal a process already reaped: its pid may belong to another one by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM, so that the graceful shutdown path runs; kill if it does not stop in time.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.signal_term();
         for _ in 0..50 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
