@@ -30,3 +30,6 @@ export VGS_OPERATOR_BIN="$ROOT/target/debug/vgs-operator"
 
 log "cargo test (unit, golden, vfep processes, end-to-end against $KUBECONFIG)"
 cargo test --workspace --locked --no-fail-fast
+
+log "images: operator and vfep (static release binaries, FROM scratch), built and checked"
+hack/image.sh test
