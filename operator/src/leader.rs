@@ -72,7 +72,6 @@ pub enum LostLease {
 }
 
 /// The outcome of one attempt to take or renew the Lease.
-#[derive(Debug, PartialEq, Eq)]
 enum Attempt {
     Holding,
     HeldBy(String),
@@ -83,7 +82,7 @@ pub struct LeaderElection {
     config: LeaseConfig,
     metrics: Arc<Metrics>,
     observed: Observation,
-    /// When the last successful attempt that took or renewed the Lease started.
+    /// When the last successful attempt to take (in `acquire`) or renew (in `hold`) the Lease started.
     renewed_at: Instant,
 }
 

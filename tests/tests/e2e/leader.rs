@@ -75,17 +75,6 @@ async fn wait_for_leader(
     .await
 }
 
-fn channels(extra: Option<&str>) -> serde_json::Value {
-    let mut list = vec![
-        json!({ "name": "housekeeping", "apids": [100, 101], "direction": "telemetry", "rateHz": 1.0 }),
-        json!({ "name": "commands", "apids": [200], "direction": "command" }),
-    ];
-    if let Some(name) = extra {
-        list.push(json!({ "name": name, "apids": [300], "direction": "telemetry", "rateHz": 5.0 }));
-    }
-    json!(list)
-}
-
 #[tokio::test]
 async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_is_killed() -> Result<()> {
     let ns = TestNamespace::create("leader-kill").await?;
@@ -94,8 +83,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_is_killed()
     let index = wait_for_leader(&ns, &[&a, &b], Duration::from_secs(30)).await?;
     let (mut leader, standby) = if index == 0 { (a, b) } else { (b, a) };
 
-    ns.apply_groundsystem("mission", json!({ "channels": channels(None) }))
-        .await?;
+    ns.apply_groundsystem("mission", json!({})).await?;
     wait_ready(&ns, "mission", READY_TIMEOUT)
         .await
         .with_context(|| leader.log_tail())?;
@@ -120,7 +108,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over_when_it_is_killed()
     let killed = Instant::now();
     // Made while no one leads: the next leader reconciles it.
     let changed = ns
-        .apply_groundsystem("mission", json!({ "channels": channels(Some("payload")) }))
+        .apply_groundsystem("mission", json!({ "groundSystem": { "replicas": 2 } }))
         .await?;
     wait_for_leader(
         &ns,
