@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::Value;
-use vgs_e2e::{Operator, TestNamespace, eventually, repo_root, wait_ready};
+use vgs_e2e::{LeaderElectionOptions, Operator, TestNamespace, eventually, repo_root, wait_ready};
 
 use crate::*;
 
@@ -511,5 +511,135 @@ async fn cluster_wide_install_grants_the_same_rights_in_every_namespace() -> Res
     assert_gone(&["get", "clusterrole", &cluster_name])?;
     assert_gone(&["get", "clusterrolebinding", &cluster_name])?;
     assert_gone(&["get", "deployment", RELEASE, "-n", &ns.name])?;
+    Ok(())
+}
+
+/// The Lease's holder, read as an administrator.
+fn lease_holder(namespace: &str) -> Result<String> {
+    kubectl(
+        &[
+            "get",
+            "lease",
+            RELEASE,
+            "--namespace",
+            namespace,
+            "--ignore-not-found",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+        None,
+    )
+}
+
+/// Waits until exactly one of `replicas` leads (metric `vgs_operator_leader`) and the Lease names it.
+async fn wait_for_leader(
+    lease_namespace: &str,
+    replicas: &[&Operator],
+    timeout: Duration,
+) -> Result<usize> {
+    eventually(
+        "exactly one leader, named by the Lease",
+        timeout,
+        || async {
+            let mut leaders = Vec::new();
+            for (index, replica) in replicas.iter().enumerate() {
+                if replica.metric_sum("vgs_operator_leader").await? == 1.0 {
+                    leaders.push(index);
+                }
+            }
+            let holder = lease_holder(lease_namespace)?;
+            match leaders[..] {
+                [index] if replicas[index].leader_id.as_deref() == Some(holder.as_str()) => {
+                    Ok(Some(index))
+                }
+                _ => bail!("leaders by metric: {leaders:?}; Lease holder: {holder:?}"),
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn two_replicas_elect_a_leader_with_the_chart_rights_only() -> Result<()> {
+    const LEASE_SECONDS: u64 = 3;
+    ensure_crd().await?;
+    let ns = TestNamespace::create("chart-leader").await?;
+    let watched = TestNamespace::create("chart-leader-watched").await?;
+    let watch = format!("watchNamespace={}", watched.name);
+    let _release = Release::install(&ns.name, &["--set", &watch, "--set", "replicaCount=2"])?;
+    deployment_ready(&ns.name, 2)?;
+
+    // Two operators as the two replicas of the Deployment would run them: the chart's ServiceAccount,
+    // the chart's Lease (release namespace, release name), watching the other namespace.
+    let kubeconfig = service_account_kubeconfig(&ns.name)?;
+    let replica = |id: &str| {
+        Operator::options(&watched.name)
+            .kubeconfig(&kubeconfig)
+            .leader_election(LeaderElectionOptions {
+                lease_name: RELEASE.to_owned(),
+                lease_namespace: Some(ns.name.clone()),
+                leader_id: id.to_owned(),
+                lease_duration_seconds: LEASE_SECONDS,
+            })
+            .start()
+    };
+    let a = replica("replica-a").await?;
+    let b = replica("replica-b").await?;
+    let index = wait_for_leader(&ns.name, &[&a, &b], Duration::from_secs(30)).await?;
+    let (mut leader, standby) = if index == 0 { (a, b) } else { (b, a) };
+
+    let (sample, name) = sample()?;
+    kubectl(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            FIELD_MANAGER,
+            "--namespace",
+            &watched.name,
+            "-f",
+            sample.to_str().unwrap(),
+        ],
+        None,
+    )?;
+    wait_ready(&watched, &name, WAIT)
+        .await
+        .with_context(|| leader.log_tail())?;
+    let standby_writes = standby.metric_sum("vgs_operator_writes_total").await?;
+    assert_eq!(
+        standby_writes,
+        0.0,
+        "the standby wrote\n{}",
+        standby.log_tail()
+    );
+
+    // The leader dies; the standby takes the Lease over (get + update of that one Lease) and
+    // reconciles a change made meanwhile.
+    leader.kill()?;
+    let changed = watched
+        .apply_groundsystem(
+            &name,
+            serde_json::json!({ "groundSystem": { "replicas": 2 } }),
+        )
+        .await?;
+    wait_for_leader(
+        &ns.name,
+        &[&standby],
+        Duration::from_secs(LEASE_SECONDS + 10),
+    )
+    .await
+    .with_context(|| standby.log_tail())?;
+    let gs = wait_ready(&watched, &name, WAIT)
+        .await
+        .with_context(|| standby.log_tail())?;
+    assert_eq!(gs.metadata.generation, changed.metadata.generation);
+    for operator in [&leader, &standby] {
+        if std::fs::read_to_string(&operator.log)?.contains("forbidden") {
+            bail!(
+                "an operator was refused something under the chart's ServiceAccount:\n{}",
+                operator.log_tail()
+            );
+        }
+    }
     Ok(())
 }

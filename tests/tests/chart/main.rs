@@ -3,8 +3,9 @@
 //! run), the values schema, and install -> operator under the chart's ServiceAccount -> upgrade ->
 //! uninstall. `helm` and `kubectl` come from PATH (hack/test.sh puts the local control plane's there).
 //!
-//! Leader election (two operator processes under the chart's ServiceAccount, only the Lease holder
-//! writes, killing it hands over) is tested here once the operator implements it (docs/architecture.md).
+//! Leader election under the chart's rights (two operators with the ServiceAccount's token on the
+//! chart's Lease, killing the leader hands over) is in `install`; the protocol itself (SIGTERM release,
+//! lost Lease) is tested in tests/tests/e2e/leader.rs.
 
 mod install;
 mod render;
