@@ -104,6 +104,7 @@ fn the_schema_rejects_bad_values_naming_them() -> Result<()> {
             "apiServerCIDRs",
         ),
         (&["--set", "leaderElection.enabled=yes"], "enabled"),
+        (&["--set", "leaderElection.leaseDurationSeconds=1"], "leaseDurationSeconds"),
     ];
     let chart = chart();
     let mut wrong = Vec::new();
@@ -318,6 +319,7 @@ async fn non_default_values_render_objects_the_api_server_accepts() -> Result<()
         "two replicas need leader election"
     );
     assert_eq!(get("VGS_LEASE_NAME"), Some(RELEASE));
+    assert_eq!(get("VGS_LEASE_DURATION_SECONDS"), Some("15"));
     assert_eq!(
         get("VGS_LEASE_NAMESPACE"),
         Some("fieldRef:metadata.namespace")
