@@ -104,7 +104,10 @@ fn the_schema_rejects_bad_values_naming_them() -> Result<()> {
             "apiServerCIDRs",
         ),
         (&["--set", "leaderElection.enabled=yes"], "enabled"),
-        (&["--set", "leaderElection.leaseDurationSeconds=1"], "leaseDurationSeconds"),
+        (
+            &["--set", "leaderElection.leaseDurationSeconds=1"],
+            "leaseDurationSeconds",
+        ),
     ];
     let chart = chart();
     let mut wrong = Vec::new();
