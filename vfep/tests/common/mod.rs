@@ -6,6 +6,7 @@ use std::future::Future;
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -31,15 +32,24 @@ where
     }
 }
 
+/// Ports for the processes under test, taken below the kernel's ephemeral range (32768 and up): a port
+/// from that range, released before the process binds it, can meanwhile be taken by any outgoing
+/// connection of the tests running beside it. A start derived from the pid and a counter keep the
+/// tests of one binary, and test binaries, apart; a port something else holds is skipped.
 pub fn free_ports<const N: usize>() -> [u16; N] {
-    let listeners: Vec<StdListener> = (0..N)
-        .map(|_| StdListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    let ports: Vec<u16> = listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect();
-    ports.try_into().unwrap()
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(97) % COUNT;
+    std::array::from_fn(|_| {
+        loop {
+            let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % COUNT;
+            let port = (FIRST + offset) as u16;
+            if StdListener::bind(("127.0.0.1", port)).is_ok() {
+                break port;
+            }
+        }
+    })
 }
 
 /// Ports and directories of one system under test.
