@@ -26,7 +26,7 @@ use crate::{
     Error,
     build::{
         Desired, Instance, Role, Volume,
-        labels::{GROUNDSYSTEM_LABEL, MANAGER},
+        labels::{GROUNDSYSTEM_LABEL, MANAGED_BY_LABEL, MANAGER},
     },
     metrics::Metrics,
     status::Observed,
@@ -88,30 +88,92 @@ impl<'a> Applier<'a> {
     /// Applies every desired child (the ConfigMap and claims first, as the pods mount them),
     /// deletes the workloads of disabled roles and returns the children as the API server
     /// returned them.
+    ///
+    /// Nothing is written while any object of a child's name belongs to someone else. A failed
+    /// claim (e.g. a storage class that cannot expand) does not hold back the workloads, so the
+    /// rest of a change still rolls out; a failed ConfigMap does, as pods must never carry a
+    /// config hash whose config is not in place.
     pub async fn apply_desired(
         &mut self,
         instance: &Instance<'_>,
         desired: &Desired,
     ) -> Result<Observed, Error> {
-        let mut observed = Observed::default();
-        self.apply(&desired.config_map).await?;
+        let config_map_version = self.current_version(instance, &desired.config_map).await?;
+        let mut claims = Vec::new();
         for (volume, claim) in &desired.volumes {
-            observed.claims.insert(*volume, self.apply(claim).await?);
+            claims.push((*volume, claim, self.current_version(instance, claim).await?));
         }
+        let mut workloads = Vec::new();
         for workload in &desired.workloads {
-            self.apply(&workload.service).await?;
-            let deployment = self.apply(&workload.deployment).await?;
-            observed.deployments.insert(workload.role, deployment);
+            let service_version = self.current_version(instance, &workload.service).await?;
+            let deployment_version = self.current_version(instance, &workload.deployment).await?;
+            workloads.push((workload, service_version, deployment_version));
+        }
+
+        let mut observed = Observed::default();
+        let mut failures = Vec::new();
+        self.apply(&desired.config_map, config_map_version).await?;
+        for (volume, claim, version) in claims {
+            match self.apply(claim, version).await {
+                Ok(claim) => {
+                    observed.claims.insert(volume, claim);
+                }
+                Err(error) => failures.push(error),
+            }
+        }
+        for (workload, service_version, deployment_version) in workloads {
+            if let Err(error) = self.apply(&workload.service, service_version).await {
+                failures.push(error);
+            }
+            match self.apply(&workload.deployment, deployment_version).await {
+                Ok(deployment) => {
+                    observed.deployments.insert(workload.role, deployment);
+                }
+                Err(error) => failures.push(error),
+            }
         }
         for role in &desired.disabled {
             let name = instance.child_name(role.name_suffix());
             self.delete_owned::<Deployment>(instance, &name).await?;
             self.delete_owned::<Service>(instance, &name).await?;
         }
-        Ok(observed)
+        failures.into_iter().next().map_or(Ok(observed), Err)
     }
 
-    async fn apply<K>(&mut self, object: &K) -> Result<K, Error>
+    /// The resourceVersion of the existing object of `object`'s name, if any; an error if that
+    /// object does not belong to this GroundSystem.
+    async fn current_version<K>(
+        &self,
+        instance: &Instance<'_>,
+        object: &K,
+    ) -> Result<Option<String>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + Debug
+            + DeserializeOwned,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        let name = object.name_any();
+        let kind = K::kind(&()).to_string();
+        let Some(existing) = api
+            .get_metadata_opt(&name)
+            .await
+            .map_err(|e| Error::kube("read", &kind, &name, e))?
+        else {
+            return Ok(None);
+        };
+        if !belongs_to(&existing, instance) {
+            return Err(Error::ChildConflict {
+                kind,
+                name,
+                groundsystem: instance.name.clone(),
+            });
+        }
+        Ok(existing.metadata.resource_version)
+    }
+
+    async fn apply<K>(&mut self, object: &K, before: Option<String>) -> Result<K, Error>
     where
         K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
             + Clone
@@ -122,11 +184,6 @@ impl<'a> Applier<'a> {
         let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
         let name = object.name_any();
         let kind = K::kind(&()).to_string();
-        let before = api
-            .get_metadata_opt(&name)
-            .await
-            .map_err(|e| Error::kube("read", &kind, &name, e))?
-            .and_then(|meta| meta.metadata.resource_version);
         let applied = api
             .patch(
                 &name,
@@ -221,6 +278,21 @@ pub async fn observe(client: Client, instance: &Instance<'_>) -> Result<Observed
         }
     }
     Ok(observed)
+}
+
+/// Whether this GroundSystem may write `object`: it controls it, or the operator made it for a
+/// GroundSystem of this name and no one controls it any more (a retained recording, picked up
+/// again by a new GroundSystem of the same name).
+fn belongs_to(object: &impl Resource, instance: &Instance<'_>) -> bool {
+    let labels = object.labels();
+    let uncontrolled = object
+        .owner_references()
+        .iter()
+        .all(|owner| owner.controller != Some(true));
+    is_controlled_by(object, instance)
+        || (uncontrolled
+            && labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
+            && labels.get(GROUNDSYSTEM_LABEL) == Some(&instance.name))
 }
 
 fn is_controlled_by(object: &impl Resource, instance: &Instance<'_>) -> bool {

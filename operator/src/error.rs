@@ -7,6 +7,19 @@ pub enum Error {
     #[error("the GroundSystem has no metadata.{0}")]
     MissingMetadata(&'static str),
 
+    /// An object has a child's name but was not made for this GroundSystem: it is someone
+    /// else's data, so it is neither taken over nor written.
+    #[error(
+        "{kind} {name} already exists and does not belong to GroundSystem {groundsystem}: \
+         {MANAGER} never takes over objects it did not create; rename or remove that {kind}, \
+         or give the GroundSystem another name"
+    )]
+    ChildConflict {
+        kind: String,
+        name: String,
+        groundsystem: String,
+    },
+
     #[error("{MANAGER} could not {action} {kind} {name}: {detail}")]
     Kube {
         action: &'static str,
@@ -38,6 +51,7 @@ impl Error {
     pub fn metric_reason(&self) -> String {
         match self {
             Self::MissingMetadata(_) => "missing_metadata".to_owned(),
+            Self::ChildConflict { .. } => "child_conflict".to_owned(),
             Self::Kube { action, source, .. } => match source.as_ref() {
                 kube::Error::Api(status) if !status.reason.is_empty() => {
                     format!("{action}_{}", status.reason.to_lowercase())

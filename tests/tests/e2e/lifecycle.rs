@@ -321,3 +321,98 @@ async fn resync_of_an_unchanged_groundsystem_makes_zero_writes() -> Result<()> {
     }
     Ok(())
 }
+
+/// Waits until the GroundSystem reports Degraded, and returns the condition's message.
+async fn degraded_message(ns: &TestNamespace, name: &str) -> Result<String> {
+    eventually(
+        &format!("GroundSystem {name} to be Degraded"),
+        TIMEOUT,
+        || async {
+            let gs = ns.groundsystems().get(name).await?;
+            let degraded = gs.data["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Degraded" && c["status"] == "True")
+                .and_then(|c| c["message"].as_str().map(str::to_owned));
+            Ok(degraded)
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_object_with_a_childs_name_is_never_taken_over() -> Result<()> {
+    let ns = TestNamespace::create("clash").await?;
+    let operator = Operator::start(&ns.name, 300).await?;
+    let config_maps = ns.api::<ConfigMap>();
+    let users: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": "clash-channels" },
+        "data": { "important": "userdata" }
+    }))?;
+    config_maps.create(&Default::default(), &users).await?;
+
+    ns.apply_groundsystem("clash", json!({})).await?;
+    let message = degraded_message(&ns, "clash")
+        .await
+        .with_context(|| operator.log_tail())?;
+    assert!(
+        message.contains(
+            "ConfigMap clash-channels already exists and does not belong to GroundSystem clash"
+        ),
+        "{message}"
+    );
+    // Nothing was written: the user's ConfigMap is as it was, and no workload was created.
+    let config = config_maps.get("clash-channels").await?;
+    assert!(config.owner_references().is_empty());
+    assert_eq!(
+        config.data.unwrap_or_default(),
+        BTreeMap::from([("important".to_string(), "userdata".to_string())])
+    );
+    assert!(
+        ns.api::<Deployment>()
+            .get_opt("clash-vfep")
+            .await?
+            .is_none()
+    );
+
+    ns.groundsystems()
+        .delete("clash", &DeleteParams::foreground())
+        .await?;
+    wait_gone(&ns.groundsystems(), "clash").await?;
+    assert!(config_maps.get_opt("clash-channels").await?.is_some());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_claim_that_cannot_grow_does_not_hold_back_the_rest_of_a_change() -> Result<()> {
+    let ns = TestNamespace::create("grow").await?;
+    let operator = Operator::start(&ns.name, 300).await?;
+    ns.apply_groundsystem("mission", json!({})).await?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+
+    // kwok-volume, the local default class, does not allow volume expansion.
+    let change = json!({ "recording": { "size": "2Gi" }, "groundSystem": { "replicas": 2 } });
+    ns.apply_groundsystem("mission", change).await?;
+    let message = degraded_message(&ns, "mission")
+        .await
+        .with_context(|| operator.log_tail())?;
+    assert!(
+        message.contains("PersistentVolumeClaim mission-recording"),
+        "{message}"
+    );
+    let deployments = ns.api::<Deployment>();
+    eventually(
+        "the ground system to scale despite the claim",
+        TIMEOUT,
+        || async {
+            let deployment = deployments.get("mission-gs").await?;
+            Ok((deployment.spec.replicas == Some(2)).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| operator.log_tail())?;
+    Ok(())
+}
