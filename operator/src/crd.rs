@@ -10,9 +10,12 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// Quantity syntax accepted for CPU, memory and storage sizes: a non-negative decimal with an
-/// optional binary (Ki..Ei) or decimal (m, k..E) suffix, e.g. `500m`, `1.5`, `256Mi`, `10Gi`.
+/// Quantity syntax accepted for CPU: a non-negative decimal with an optional binary (Ki..Ei) or
+/// decimal (m, k..E) suffix, e.g. `500m`, `1.5`, `2`.
 const QUANTITY_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[mkMGTPE])?$";
+/// Quantity syntax accepted for byte sizes (memory, volumes): as [`QUANTITY_PATTERN`] but without
+/// the milli suffix `m`, which would mean thousandths of a byte, e.g. `128Mi`, `10Gi`, `1G`.
+const BYTES_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)([KMGTPE]i|[kMGTPE])?$";
 /// RFC 1123 DNS label, as used for Kubernetes object names.
 const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// RFC 1123 DNS subdomain, as used for StorageClass names.
@@ -37,6 +40,15 @@ const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
     namespaced,
     status = "GroundSystemStatus",
     derive = "PartialEq",
+    // The operator names the Services `<name>-vfep`, `<name>-gs` and `<name>-sim` (DNS-1035 labels
+    // of at most 63 characters) and labels everything `vgs.io/groundsystem=<name>` (at most 63):
+    // a name the API server would otherwise accept could never be reconciled.
+    validation = Rule::new(
+        "self.metadata.name.size() <= 58 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')"
+    )
+    .message(
+        "metadata.name must be a DNS-1035 label of at most 58 characters (lower case letters, digits and '-', starting with a letter): the GroundSystem's Services are named <name>-vfep, <name>-gs and <name>-sim"
+    ),
     doc = "A ground system for one vehicle: vFEP, ground system and (optional) simulator, with their channel configuration and packet recording.",
     printcolumn(
         name = "Ready",
@@ -360,9 +372,14 @@ pub struct ResourceRequests {
     #[serde(default = "default_cpu_request")]
     #[schemars(length(min = 1, max = 32), pattern(QUANTITY_PATTERN))]
     pub cpu: String,
-    /// Memory request as a quantity string, e.g. `128Mi`.
+    /// Memory request in bytes as a quantity string with a suffix such as Mi or Gi, e.g. `128Mi`
+    /// (no `m`: that would be thousandths of a byte).
     #[serde(default = "default_memory_request")]
-    #[schemars(length(min = 1, max = 32), pattern(QUANTITY_PATTERN))]
+    #[schemars(length(min = 1, max = 32), pattern(BYTES_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self.endsWith('m')",
+        "message": "memory is in bytes: use a suffix such as Mi or Gi (m would mean thousandths of a byte)"
+    }]))]
     pub memory: String,
 }
 
@@ -390,9 +407,14 @@ pub struct ResourceLimits {
     #[serde(default = "default_cpu_limit")]
     #[schemars(length(min = 1, max = 32), pattern(QUANTITY_PATTERN))]
     pub cpu: String,
-    /// Memory limit as a quantity string, e.g. `256Mi`. The container is OOM-killed above it.
+    /// Memory limit in bytes as a quantity string with a suffix such as Mi or Gi, e.g. `256Mi`
+    /// (no `m`: that would be thousandths of a byte). The container is OOM-killed above it.
     #[serde(default = "default_memory_limit")]
-    #[schemars(length(min = 1, max = 32), pattern(QUANTITY_PATTERN))]
+    #[schemars(length(min = 1, max = 32), pattern(BYTES_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "!self.endsWith('m')",
+        "message": "memory is in bytes: use a suffix such as Mi or Gi (m would mean thousandths of a byte)"
+    }]))]
     pub memory: String,
 }
 
@@ -537,13 +559,20 @@ impl Default for GroundSystemSpec {
     }
 ]))]
 pub struct VolumeSpec {
-    /// Requested size as a quantity string, e.g. `1Gi` or `500Mi`.
+    /// Requested size in bytes as a quantity string with a suffix such as Mi or Gi, e.g. `1Gi` or
+    /// `500Mi` (no `m`: that would be thousandths of a byte).
     #[serde(default = "default_volume_size")]
-    #[schemars(length(min = 1, max = 32), pattern(QUANTITY_PATTERN))]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
-        "message": "size must be a positive quantity such as 1Gi"
-    }]))]
+    #[schemars(length(min = 1, max = 32), pattern(BYTES_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+            "message": "size must be a positive quantity such as 1Gi"
+        },
+        {
+            "rule": "!self.endsWith('m')",
+            "message": "size is in bytes: use a suffix such as Mi or Gi (m would mean thousandths of a byte)"
+        }
+    ]))]
     pub size: String,
 
     /// StorageClass of the claim. The cluster's default StorageClass when unset.

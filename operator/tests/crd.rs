@@ -219,3 +219,106 @@ fn example_manifests_are_valid() {
         assert!(found.is_empty(), "{file}: {found:?}");
     }
 }
+
+/// The messages of the CEL rules a GroundSystem named `name` (with `spec: {}`) breaks.
+fn name_violations(name: &str) -> Vec<String> {
+    let mut object = groundsystem(json!({}));
+    object["metadata"]["name"] = json!(name);
+    match Validator::new().validate(&schema(), &object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn names_must_leave_room_for_the_service_names() {
+    // `<name>-vfep` must be a DNS-1035 label of at most 63 characters.
+    let message = "metadata.name must be a DNS-1035 label of at most 58 characters";
+    assert!(name_violations(&"a".repeat(58)).is_empty());
+    assert!(name_violations("sat-1").is_empty());
+    for bad in [
+        "a".repeat(59),
+        "sat.one".into(),
+        "1sat".into(),
+        "sat-".into(),
+    ] {
+        let found = name_violations(&bad);
+        assert!(
+            found.iter().any(|m| m.contains(message)),
+            "expected {message:?} for name {bad:?}, got {found:?}"
+        );
+    }
+}
+
+/// Whether `value` matches the schema `pattern` of the spec field at `pointer` (e.g.
+/// `/recording/size`). The API server checks patterns itself; CEL's `matches` uses the same RE2
+/// syntax, so it stands in for it here.
+fn matches_pattern(pointer: &str, value: &str) -> bool {
+    let path: String = pointer
+        .trim_start_matches('/')
+        .split('/')
+        .map(|part| format!("/properties/{part}"))
+        .collect();
+    let schema = schema();
+    let field = schema["properties"]["spec"]
+        .pointer(&path)
+        .unwrap_or_else(|| panic!("no field {pointer}"));
+    let pattern = field["pattern"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{pointer} has no pattern"));
+    let rule = format!("self.matches({})", serde_json::to_string(pattern).unwrap());
+    let schema = json!({"type": "string", "x-kubernetes-validations": [{"rule": rule}]});
+    Validator::new()
+        .validate(&schema, &json!(value), None)
+        .is_ok()
+}
+
+#[test]
+fn byte_quantities_have_no_milli_suffix() {
+    let bytes = [
+        "/recording/size",
+        "/config/size",
+        "/vfep/resources/requests/memory",
+        "/groundSystem/resources/limits/memory",
+        "/simulator/resources/requests/memory",
+    ];
+    for field in bytes {
+        for good in ["128Mi", "10Gi", "1G", "500k", "1073741824", "1.5Gi"] {
+            assert!(matches_pattern(field, good), "{field}: {good} rejected");
+        }
+        for bad in ["100m", "128m", "1Mi ", "ten gigs", "1e3"] {
+            assert!(!matches_pattern(field, bad), "{field}: {bad} accepted");
+        }
+    }
+    for field in [
+        "/vfep/resources/requests/cpu",
+        "/simulator/resources/limits/cpu",
+    ] {
+        for good in ["500m", "0.5", "2"] {
+            assert!(matches_pattern(field, good), "{field}: {good} rejected");
+        }
+    }
+}
+
+#[test]
+fn milli_bytes_are_explained() {
+    assert_rejected(
+        json!({"recording": {"size": "100m"}}),
+        "size is in bytes: use a suffix such as Mi or Gi",
+    );
+    assert_rejected(
+        json!({"vfep": {"resources": {"requests": {"memory": "128m"}}}}),
+        "memory is in bytes: use a suffix such as Mi or Gi",
+    );
+    assert_rejected(
+        json!({"simulator": {"resources": {"limits": {"memory": "256m"}}}}),
+        "memory is in bytes: use a suffix such as Mi or Gi",
+    );
+    assert!(
+        violations(
+            json!({"vfep": {"resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "500m"}}}}),
+            None
+        )
+        .is_empty()
+    );
+}

@@ -59,12 +59,13 @@ fn find_undocumented(schema: &Value, path: &str, out: &mut Vec<String>) {
     }
 }
 
-/// Creates (server-side dry run) a GroundSystem with `spec` and returns the API server's rejection message.
-async fn rejection(ns: &TestNamespace, spec: Value) -> Result<String> {
+/// Creates (server-side dry run) a GroundSystem named `name` with `spec` and returns the API
+/// server's rejection message.
+async fn rejection(ns: &TestNamespace, name: &str, spec: Value) -> Result<String> {
     let object = serde_json::from_value(json!({
         "apiVersion": "vgs.io/v1alpha1",
         "kind": "GroundSystem",
-        "metadata": { "name": "bad" },
+        "metadata": { "name": name },
         "spec": spec,
     }))?;
     let params = PostParams {
@@ -72,7 +73,7 @@ async fn rejection(ns: &TestNamespace, spec: Value) -> Result<String> {
         ..Default::default()
     };
     match ns.groundsystems().create(&params, &object).await {
-        Ok(_) => anyhow::bail!("the API server accepted a bad spec: {spec}"),
+        Ok(_) => anyhow::bail!("the API server accepted a bad GroundSystem {name}: {spec}"),
         Err(kube::Error::Api(status)) => {
             assert_eq!(status.code, 422, "expected 422 Invalid, got {status:?}");
             Ok(status.message)
@@ -85,6 +86,7 @@ async fn rejection(ns: &TestNamespace, spec: Value) -> Result<String> {
 async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
     let ns = TestNamespace::create("validation").await?;
     let channel = |name: &str, direction: &str| json!({ "name": name, "apids": [100], "direction": direction });
+    let long_name = "a".repeat(59);
     let cases = [
         (json!({ "vfep": { "replicas": -1 } }), "spec.vfep.replicas"),
         (
@@ -127,12 +129,24 @@ async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
             json!({ "recording": { "retentionPolicy": "Forget" } }),
             "spec.recording.retentionPolicy",
         ),
-    ];
-    for (spec, field) in cases {
-        let message = rejection(&ns, spec.clone()).await?;
+        // 0.1 byte: byte quantities take no milli suffix.
+        (
+            json!({ "recording": { "size": "100m" } }),
+            "spec.recording.size",
+        ),
+    ]
+    .map(|(spec, field)| ("bad", spec, field))
+    .into_iter()
+    .chain([
+        // The Services `<name>-vfep`, ... must be DNS-1035 labels of at most 63 characters.
+        ("sat.one", json!({}), "metadata.name"),
+        (long_name.as_str(), json!({}), "metadata.name"),
+    ]);
+    for (name, spec, field) in cases {
+        let message = rejection(&ns, name, spec.clone()).await?;
         assert!(
             message.contains(field),
-            "rejection of {spec} should name {field}, but says: {message}"
+            "rejection of {name} {spec} should name {field}, but says: {message}"
         );
     }
     Ok(())
