@@ -35,12 +35,33 @@ operator=$!
 echo "$operator" >"$OPERATOR_PID_FILE"
 trap 'kill -TERM $operator 2>/dev/null; wait $operator 2>/dev/null; rm -f "$OPERATOR_PID_FILE"' EXIT
 
+# Fail here, not after a wait for Ready, when the operator cannot start (e.g. its port is taken).
+deadline=$((SECONDS + 60))
+until curl -fsS "http://$OPERATOR_HTTP/readyz" >/dev/null 2>&1; do
+  kill -0 "$operator" 2>/dev/null || die "the operator exited; see its log above"
+  ((SECONDS < deadline)) || die "the operator did not become ready on http://$OPERATOR_HTTP/readyz"
+  sleep 0.5
+done
+
 log "applying $SAMPLE"
 kubectl apply --server-side --field-manager vgs-user -f "$SAMPLE"
 name="$(kubectl create --dry-run=client -o jsonpath='{.metadata.name}' -f "$SAMPLE")"
 namespace="$(kubectl create --dry-run=client -o jsonpath='{.metadata.namespace}' -f "$SAMPLE")"
 namespace="${namespace:-default}"
-kubectl wait -n "$namespace" --for=condition=Ready "groundsystem/$name" --timeout=180s
+# Ready for the applied generation; a spec the operator refuses (Degraded) ends the wait with its reason.
+deadline=$((SECONDS + 180))
+while :; do
+  generation="$(kubectl get -n "$namespace" groundsystem "$name" -o jsonpath='{.metadata.generation}')"
+  conditions="$(kubectl get -n "$namespace" groundsystem "$name" -o jsonpath='{range .status.conditions[*]}{.type}={.status}|{.observedGeneration}|{.message}{"\n"}{end}')"
+  if grep -q "^Ready=True|$generation|" <<<"$conditions"; then break; fi
+  if degraded="$(grep "^Degraded=True|$generation|" <<<"$conditions")"; then
+    die "GroundSystem $namespace/$name is Degraded: ${degraded#*|*|}"
+  fi
+  kill -0 "$operator" 2>/dev/null || die "the operator exited; see its log above"
+  ((SECONDS < deadline)) || die "GroundSystem $namespace/$name is not Ready after 180s: $conditions"
+  sleep 1
+done
+kubectl wait -n "$namespace" --for=condition=Ready "groundsystem/$name" --timeout=10s
 
 echo
 kubectl get -n "$namespace" groundsystem "$name"
