@@ -62,5 +62,7 @@ fn a_bad_config_file_is_refused_naming_the_file_and_field() {
     let missing = dir.path().join("absent.yaml");
     let output = vfep(&["simulator", "--config", missing.to_str().unwrap()]);
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains(&missing.display().to_string()));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+    assert_eq!(stderr.matches("No such file").count(), 1, "said once: {stderr}");
 }
