@@ -18,7 +18,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, Preconditions},
+    api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, Preconditions},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -140,6 +140,19 @@ impl<'a> Applier<'a> {
         failures.into_iter().next().map_or(Ok(observed), Err)
     }
 
+    async fn read_metadata<K>(&self, name: &str) -> Result<Option<PartialObjectMeta<K>>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+            + Clone
+            + Debug
+            + DeserializeOwned,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        api.get_metadata_opt(name)
+            .await
+            .map_err(|e| Error::kube("read", &K::kind(&()), name, e))
+    }
+
     /// The resourceVersion of the existing object of `object`'s name, if any; an error if that
     /// object does not belong to this GroundSystem.
     async fn current_version<K>(
@@ -153,19 +166,13 @@ impl<'a> Applier<'a> {
             + Debug
             + DeserializeOwned,
     {
-        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
         let name = object.name_any();
-        let kind = K::kind(&()).to_string();
-        let Some(existing) = api
-            .get_metadata_opt(&name)
-            .await
-            .map_err(|e| Error::kube("read", &kind, &name, e))?
-        else {
+        let Some(existing) = self.read_metadata::<K>(&name).await? else {
             return Ok(None);
         };
         if !belongs_to(&existing, instance) {
             return Err(Error::ChildConflict {
-                kind,
+                kind: K::kind(&()).to_string(),
                 name,
                 groundsystem: instance.name.clone(),
             });
@@ -214,15 +221,11 @@ impl<'a> Applier<'a> {
             + Debug
             + DeserializeOwned,
     {
-        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
-        let kind = K::kind(&()).to_string();
-        let Some(existing) = api
-            .get_metadata_opt(name)
-            .await
-            .map_err(|e| Error::kube("read", &kind, name, e))?
-        else {
+        let Some(existing) = self.read_metadata::<K>(name).await? else {
             return Ok(());
         };
+        let api: Api<K> = Api::namespaced(self.client.clone(), self.namespace);
+        let kind = K::kind(&()).to_string();
         if !is_controlled_by(&existing, instance) {
             return Ok(());
         }
