@@ -64,5 +64,9 @@ fn a_bad_config_file_is_refused_naming_the_file_and_field() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
-    assert_eq!(stderr.matches("No such file").count(), 1, "said once: {stderr}");
+    assert_eq!(
+        stderr.matches("No such file").count(),
+        1,
+        "said once: {stderr}"
+    );
 }
