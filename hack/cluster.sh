@@ -23,7 +23,14 @@ NODE_NAME=kwok-node-0
 
 kubectl() { "$(bin_path kubectl "$KUBE_VERSION")" --kubeconfig "$VGS_KUBECONFIG" "$@"; }
 
-pid_of() { cat "$RUN/$1.pid" 2>/dev/null || true; }
+# The recorded pid of a component, if that process is still the component (after a reboot or a long
+# pause the number may belong to an unrelated process, which must never be signalled).
+pid_of() {
+  local pid
+  pid="$(cat "$RUN/$1.pid" 2>/dev/null || true)"
+  [[ -n "$pid" ]] && tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q "$VGS_BIN/$1-" && echo "$pid"
+  return 0
+}
 alive() { local pid; pid="$(pid_of "$1")"; [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; }
 
 healthy() {

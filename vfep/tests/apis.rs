@@ -29,9 +29,8 @@ struct Quiet {
 }
 
 async fn quiet_frontend(dir: &std::path::Path, packets: u16) -> Quiet {
-    let setup = Setup::new(dir);
-    setup.write_config();
-    let vehicle = FakeVehicle::bind(&setup).await;
+    let mut setup = Setup::new(dir);
+    let vehicle = FakeVehicle::bind(&mut setup).await;
     let frontend = setup.start("frontend");
     let mut tm_link = vehicle.accept_tm().await;
     let tc_link = vehicle.accept_tc().await;
@@ -241,9 +240,8 @@ async fn gems_messages_over_tcp() {
 #[tokio::test]
 async fn websocket_stream_delivers_live_packets_and_takes_commands() {
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup::new(dir.path());
-    setup.write_config();
-    let vehicle = FakeVehicle::bind(&setup).await;
+    let mut setup = Setup::new(dir.path());
+    let vehicle = FakeVehicle::bind(&mut setup).await;
     let _frontend = setup.start("frontend");
     let mut tm_link = vehicle.accept_tm().await;
     let mut tc_link = vehicle.accept_tc().await;

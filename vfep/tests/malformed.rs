@@ -22,9 +22,8 @@ fn dropped(counters: &Counters, reason: &str) -> u64 {
 #[tokio::test]
 async fn malformed_input_is_counted_and_dropped_while_good_packets_flow() {
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup::new(dir.path());
-    setup.write_config();
-    let vehicle = FakeVehicle::bind(&setup).await;
+    let mut setup = Setup::new(dir.path());
+    let vehicle = FakeVehicle::bind(&mut setup).await;
     let _frontend = setup.start("frontend");
     let mut link = vehicle.accept_tm().await;
     let _tc_link = vehicle.accept_tc().await;
@@ -170,9 +169,8 @@ async fn next_packet(reader: &mut stream::FrameReader) -> Vec<u8> {
 #[tokio::test]
 async fn bad_commands_are_refused_with_their_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup::new(dir.path());
-    setup.write_config();
-    let vehicle = FakeVehicle::bind(&setup).await;
+    let mut setup = Setup::new(dir.path());
+    let vehicle = FakeVehicle::bind(&mut setup).await;
     let _frontend = setup.start("frontend");
     let _tm = vehicle.accept_tm().await;
     let mut tc_link = vehicle.accept_tc().await;

@@ -66,9 +66,8 @@ async fn stream_playback(setup: &Setup, request: SubscribeRequest) -> (Vec<u8>, 
 #[tokio::test]
 async fn fsynced_records_survive_sigkill_and_play_back_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup::new(dir.path());
-    setup.write_config();
-    let vehicle = FakeVehicle::bind(&setup).await;
+    let mut setup = Setup::new(dir.path());
+    let vehicle = FakeVehicle::bind(&mut setup).await;
     let mut frontend = setup.start("frontend");
     let mut link = vehicle.accept_tm().await;
     let _tc = vehicle.accept_tc().await;
@@ -146,8 +145,7 @@ async fn sigterm_flushes_the_recording_and_original_pace_keeps_the_spacing() {
     let dir = tempfile::tempdir().unwrap();
     let mut setup = Setup::new(dir.path());
     setup.fsync_interval_ms = 60_000; // only the shutdown can make these durable
-    setup.write_config();
-    let vehicle = FakeVehicle::bind(&setup).await;
+    let vehicle = FakeVehicle::bind(&mut setup).await;
     let mut frontend = setup.start("frontend");
     let mut link = vehicle.accept_tm().await;
     let _tc = vehicle.accept_tc().await;

@@ -285,15 +285,15 @@ pub struct FakeVehicle {
 }
 
 impl FakeVehicle {
-    pub async fn bind(setup: &Setup) -> FakeVehicle {
-        FakeVehicle {
-            tm: TcpListener::bind(("127.0.0.1", setup.tm_port))
-                .await
-                .unwrap(),
-            tc: TcpListener::bind(("127.0.0.1", setup.tc_port))
-                .await
-                .unwrap(),
-        }
+    /// Binds the vehicle's listeners on ports the kernel picks, held from the start so that no
+    /// other process can take them, and writes those ports into the setup and its config file.
+    pub async fn bind(setup: &mut Setup) -> FakeVehicle {
+        let tm = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tc = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        setup.tm_port = tm.local_addr().unwrap().port();
+        setup.tc_port = tc.local_addr().unwrap().port();
+        setup.write_config();
+        FakeVehicle { tm, tc }
     }
 
     pub async fn accept_tm(&self) -> TcpStream {
