@@ -530,6 +530,48 @@ pub async fn wait_ready(
     .await
 }
 
+/// The holder of the Lease `namespace/name`, if the Lease exists and has one.
+pub async fn lease_holder(client: &Client, namespace: &str, name: &str) -> Result<Option<String>> {
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client.clone(), namespace);
+    let lease = leases.get_opt(name).await?;
+    Ok(lease.and_then(|lease| lease.spec?.holder_identity))
+}
+
+/// Waits until exactly one of `replicas` reports itself leader (`vgs_operator_leader` 1) and the
+/// Lease `namespace/name` names it as holder; returns its index.
+pub async fn wait_for_leader(
+    client: &Client,
+    (namespace, name): (&str, &str),
+    replicas: &[&Operator],
+    timeout: Duration,
+) -> Result<usize> {
+    eventually(
+        "exactly one leader, named by the Lease",
+        timeout,
+        || async {
+            let mut leaders = Vec::new();
+            for (index, replica) in replicas.iter().enumerate() {
+                if replica.metric_sum("vgs_operator_leader").await? == 1.0 {
+                    leaders.push(index);
+                }
+            }
+            let holder = lease_holder(client, namespace, name).await?;
+            match leaders[..] {
+                [index] if holder == replicas[index].leader_id => Ok(Some(index)),
+                _ => bail!(
+                    "replicas reporting vgs_operator_leader 1: {:?}; Lease holder: {holder:?}",
+                    leaders
+                        .iter()
+                        .map(|&index| &replicas[index].leader_id)
+                        .collect::<Vec<_>>()
+                ),
+            }
+        },
+    )
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::sum_samples;

@@ -12,7 +12,10 @@ use anyhow::{Context, Result, bail};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams};
 use serde_json::Value;
-use vgs_e2e::{LeaderElectionOptions, Operator, TestNamespace, eventually, repo_root, wait_ready};
+use vgs_e2e::{
+    LeaderElectionOptions, Operator, TestNamespace, eventually, repo_root, wait_for_leader,
+    wait_ready,
+};
 
 use crate::*;
 
@@ -514,51 +517,6 @@ async fn cluster_wide_install_grants_the_same_rights_in_every_namespace() -> Res
     Ok(())
 }
 
-/// The Lease's holder, read as an administrator.
-fn lease_holder(namespace: &str) -> Result<String> {
-    kubectl(
-        &[
-            "get",
-            "lease",
-            RELEASE,
-            "--namespace",
-            namespace,
-            "--ignore-not-found",
-            "-o",
-            "jsonpath={.spec.holderIdentity}",
-        ],
-        None,
-    )
-}
-
-/// Waits until exactly one of `replicas` leads (metric `vgs_operator_leader`) and the Lease names it.
-async fn wait_for_leader(
-    lease_namespace: &str,
-    replicas: &[&Operator],
-    timeout: Duration,
-) -> Result<usize> {
-    eventually(
-        "exactly one leader, named by the Lease",
-        timeout,
-        || async {
-            let mut leaders = Vec::new();
-            for (index, replica) in replicas.iter().enumerate() {
-                if replica.metric_sum("vgs_operator_leader").await? == 1.0 {
-                    leaders.push(index);
-                }
-            }
-            let holder = lease_holder(lease_namespace)?;
-            match leaders[..] {
-                [index] if replicas[index].leader_id.as_deref() == Some(holder.as_str()) => {
-                    Ok(Some(index))
-                }
-                _ => bail!("leaders by metric: {leaders:?}; Lease holder: {holder:?}"),
-            }
-        },
-    )
-    .await
-}
-
 #[tokio::test]
 async fn two_replicas_elect_a_leader_with_the_chart_rights_only() -> Result<()> {
     const LEASE_SECONDS: u64 = 3;
@@ -585,7 +543,8 @@ async fn two_replicas_elect_a_leader_with_the_chart_rights_only() -> Result<()> 
     };
     let a = replica("replica-a").await?;
     let b = replica("replica-b").await?;
-    let index = wait_for_leader(&ns.name, &[&a, &b], Duration::from_secs(30)).await?;
+    let lease = (ns.name.as_str(), RELEASE);
+    let index = wait_for_leader(&ns.client, lease, &[&a, &b], Duration::from_secs(30)).await?;
     let (mut leader, standby) = if index == 0 { (a, b) } else { (b, a) };
 
     let (sample, name) = sample()?;
@@ -623,7 +582,8 @@ async fn two_replicas_elect_a_leader_with_the_chart_rights_only() -> Result<()> 
         )
         .await?;
     wait_for_leader(
-        &ns.name,
+        &ns.client,
+        lease,
         &[&standby],
         Duration::from_secs(LEASE_SECONDS + 10),
     )

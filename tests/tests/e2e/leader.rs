@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::Timestamp;
@@ -34,45 +34,15 @@ async fn replica(ns: &TestNamespace, id: &str, lease_duration_seconds: u64) -> R
 }
 
 async fn lease_holder(ns: &TestNamespace) -> Result<Option<String>> {
-    let lease = ns.api::<Lease>().get_opt(LEASE).await?;
-    Ok(lease.and_then(|lease| lease.spec?.holder_identity))
+    vgs_e2e::lease_holder(&ns.client, &ns.name, LEASE).await
 }
 
-async fn is_leader(operator: &Operator) -> Result<bool> {
-    Ok(operator.metric_sum("vgs_operator_leader").await? == 1.0)
-}
-
-/// Waits until exactly one of `replicas` reports itself leader and the Lease names it as holder;
-/// returns its index.
 async fn wait_for_leader(
     ns: &TestNamespace,
     replicas: &[&Operator],
     timeout: Duration,
 ) -> Result<usize> {
-    eventually(
-        "exactly one leader, named by the Lease",
-        timeout,
-        || async {
-            let mut leaders = Vec::new();
-            for (index, replica) in replicas.iter().enumerate() {
-                if is_leader(replica).await? {
-                    leaders.push(index);
-                }
-            }
-            let holder = lease_holder(ns).await?;
-            match leaders[..] {
-                [index] if holder == replicas[index].leader_id => Ok(Some(index)),
-                _ => bail!(
-                    "replicas reporting vgs_operator_leader 1: {:?}; Lease holder: {holder:?}",
-                    leaders
-                        .iter()
-                        .map(|&index| &replicas[index].leader_id)
-                        .collect::<Vec<_>>()
-                ),
-            }
-        },
-    )
-    .await
+    vgs_e2e::wait_for_leader(&ns.client, (&ns.name, LEASE), replicas, timeout).await
 }
 
 #[tokio::test]
