@@ -131,6 +131,32 @@ impl TestNamespace {
         Api::namespaced(self.client.clone(), &self.name)
     }
 
+    /// Labels the namespace so that the API server admits only pods meeting the "restricted" Pod
+    /// Security Standard.
+    pub async fn enforce_restricted_pod_security(&self) -> Result<()> {
+        let label = json!({ "metadata": { "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted"
+        } } });
+        Api::<Namespace>::all(self.client.clone())
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&label))
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until an Event (events.k8s.io) in the namespace matches `matches`.
+    pub async fn wait_for_event(
+        &self,
+        what: &str,
+        matches: impl Fn(&k8s_openapi::api::events::v1::Event) -> bool,
+    ) -> Result<()> {
+        let events = self.api::<k8s_openapi::api::events::v1::Event>();
+        eventually(what, Duration::from_secs(30), || async {
+            let list = events.list(&Default::default()).await?;
+            Ok(list.items.iter().any(&matches).then_some(()))
+        })
+        .await
+    }
+
     pub fn groundsystems(&self) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), &self.name, &groundsystem_resource())
     }

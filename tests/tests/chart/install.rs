@@ -9,8 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::DeleteParams;
 use serde_json::Value;
 use vgs_e2e::{
     LeaderElectionOptions, Operator, TestNamespace, eventually, repo_root, wait_for_leader,
@@ -183,21 +182,12 @@ async fn run_operator_as_service_account(
         .with_context(|| operator.log_tail())?;
 
     // Events are best effort in the operator (a forbidden one is only logged), so check them here.
-    let events: Api<Event> = Api::namespaced(watch.client.clone(), &watch.name);
-    eventually(
-        "an Event from vgs-operator",
-        Duration::from_secs(30),
-        || async {
-            let list = events.list(&ListParams::default()).await?;
-            Ok(list
-                .items
-                .iter()
-                .any(|e| e.reporting_controller.as_deref() == Some("vgs-operator"))
-                .then_some(()))
-        },
-    )
-    .await
-    .with_context(|| operator.log_tail())?;
+    watch
+        .wait_for_event("an Event from vgs-operator", |e| {
+            e.reporting_controller.as_deref() == Some("vgs-operator")
+        })
+        .await
+        .with_context(|| operator.log_tail())?;
     let log = std::fs::read_to_string(&operator.log)?;
     if log.contains("forbidden") {
         bail!(
@@ -243,15 +233,7 @@ async fn single_namespace_install_operator_upgrade_uninstall() -> Result<()> {
     ensure_crd().await?;
     let ns = TestNamespace::create("chart-install").await?;
     // The operator pod must be admitted under the restricted Pod Security Standard.
-    kubectl(
-        &[
-            "label",
-            "namespace",
-            &ns.name,
-            "pod-security.kubernetes.io/enforce=restricted",
-        ],
-        None,
-    )?;
+    ns.enforce_restricted_pod_security().await?;
     let watch = format!("watchNamespace={}", ns.name);
     let release = Release::install(&ns.name, &["--set", &watch])?;
 

@@ -389,15 +389,7 @@ fn pod_of(deployment: &Value, namespace: &str, name: &str) -> Value {
 async fn the_operator_pod_meets_the_restricted_pod_security_standard() -> Result<()> {
     ensure_crd().await?;
     let ns = TestNamespace::create("chart-pss").await?;
-    kubectl(
-        &[
-            "label",
-            "namespace",
-            &ns.name,
-            "pod-security.kubernetes.io/enforce=restricted",
-        ],
-        None,
-    )?;
+    ns.enforce_restricted_pod_security().await?;
     // Pods are admitted only with their ServiceAccount present.
     kubectl(
         &["create", "serviceaccount", RELEASE, "--namespace", &ns.name],

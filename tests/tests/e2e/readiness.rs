@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, PersistentVolumeClaim, Service};
-use kube::api::ListParams;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use serde_json::{Value, json};
-use vgs_e2e::{Operator, TestNamespace, eventually, repo_root, wait_ready};
+use vgs_e2e::{Operator, TestNamespace, repo_root, wait_ready};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -113,19 +112,9 @@ async fn groundsystem_with_only_required_fields_becomes_ready() -> Result<()> {
     );
 
     // The operator reported what it created.
-    let events = ns.api::<Event>();
-    eventually(
-        "a creation Event for the GroundSystem",
-        Duration::from_secs(30),
-        || async {
-            let list = events.list(&ListParams::default()).await?;
-            Ok(list
-                .items
-                .iter()
-                .any(|e| e.involved_object.name.as_deref() == Some("mission"))
-                .then_some(()))
-        },
-    )
+    ns.wait_for_event("a creation Event for the GroundSystem", |e| {
+        e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("mission")
+    })
     .await?;
     Ok(())
 }
