@@ -50,10 +50,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let temp = tempfile_dir(args.dir.as_deref())?;
     let work = temp.path().to_owned();
     let loopback = loopback_limit()?;
+    let relay = relay_limit()?;
     let disk = disk_limit(&work, args.disk_bytes)?;
     println!(
-        "limits: loopback TCP {:.0} MB/s, sequential disk write {:.0} MB/s",
+        "limits: loopback TCP {:.0} MB/s, two-hop relay {:.0} MB/s, sequential disk write {:.0} MB/s",
         loopback / 1e6,
+        relay / 1e6,
         disk / 1e6
     );
 
@@ -62,8 +64,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut gems = Gems::connect(&system.gems_addr).await?;
     let mut sequence = 0u16;
     println!(
-        "\n{:>6} {:>9} {:>12} {:>8} {:>11} {:>12} {:>10} {:>6}",
-        "size", "packets", "delivered/s", "MB/s", "% loopback", "recorded/s", "% disk", "lost"
+        "\n{:>6} {:>9} {:>12} {:>8} {:>11} {:>8} {:>12} {:>8} {:>6}",
+        "size",
+        "packets",
+        "delivered/s",
+        "MB/s",
+        "% loopback",
+        "% relay",
+        "recorded/s",
+        "% disk",
+        "lost"
     );
     for &size in &args.sizes {
         let recorded_before = gems.get("BytesRecorded").await?;
@@ -89,13 +99,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let recorded = f64::from(args.packets) / started.elapsed().as_secs_f64();
         let megabytes = delivered * f64::from(size) / 1e6;
         println!(
-            "{size:>6} {:>9} {delivered:>12.0} {megabytes:>8.1} {:>10.1}% {recorded:>12.0} {:>9.1}% {:>6}",
+            "{size:>6} {:>9} {delivered:>12.0} {megabytes:>8.1} {:>10.1}% {:>7.1}% {recorded:>12.0} {:>7.1}% {:>6}",
             run.received,
             100.0 * megabytes * 1e6 / loopback,
+            100.0 * megabytes * 1e6 / relay,
             100.0 * recorded * record_len as f64 / disk,
             run.lost
         );
     }
+    // Start the latency run with the throughput runs' recording fsync'd, so it measures the
+    // fixed rate and not the writeback of gigabytes recorded just before.
+    gems.request(Body::Directive {
+        name: "SyncRecording".into(),
+        arguments: Vec::new(),
+    })
+    .await?;
     let count = args.latency_rate * args.latency_seconds;
     let command = Command::StartLoad {
         count,
@@ -131,36 +149,82 @@ fn tempfile_dir(parent: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
     builder.context("creating the work directory")
 }
 
+const LIMIT_CHUNK: usize = 256 * 1024;
+
 /// Bytes/s one TCP connection carries over loopback with large writes.
 fn loopback_limit() -> anyhow::Result<f64> {
     const TOTAL: usize = 4 << 30;
     let listener = StdListener::bind("127.0.0.1:0")?;
-    let addr = listener.local_addr()?;
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+    let source = spawn_source(listener.local_addr()?, TOTAL);
+    let (socket, _) = listener.accept()?;
+    let rate = drain(socket, TOTAL)?;
+    join(source)?;
+    Ok(rate)
+}
+
+/// Bytes/s through two loopback hops with a relay in between (one thread reading 256 KiB at a
+/// time and writing it on, no work per packet): the floor of the vehicle -> frontend ->
+/// subscriber topology, whose two hops share the same cores.
+fn relay_limit() -> anyhow::Result<f64> {
+    const TOTAL: usize = 2 << 30;
+    let inbound = StdListener::bind("127.0.0.1:0")?;
+    let outbound = StdListener::bind("127.0.0.1:0")?;
+    let source = spawn_source(inbound.local_addr()?, TOTAL);
+    let outbound_addr = outbound.local_addr()?;
+    let relay = std::thread::spawn(move || -> std::io::Result<()> {
+        let (mut from, _) = inbound.accept()?;
+        let mut to = StdStream::connect(outbound_addr)?;
+        let mut buf = vec![0u8; LIMIT_CHUNK];
+        loop {
+            match from.read(&mut buf)? {
+                0 => return Ok(()),
+                n => to.write_all(&buf[..n])?,
+            }
+        }
+    });
+    let (socket, _) = outbound.accept()?;
+    let rate = drain(socket, TOTAL)?;
+    join(source)?;
+    join(relay)?;
+    Ok(rate)
+}
+
+/// A thread that connects to `addr` and writes `total` octets in large chunks.
+fn spawn_source(
+    addr: std::net::SocketAddr,
+    total: usize,
+) -> std::thread::JoinHandle<std::io::Result<()>> {
+    std::thread::spawn(move || {
         let mut socket = StdStream::connect(addr)?;
-        let chunk = vec![0x5Au8; 256 * 1024];
+        let chunk = vec![0x5Au8; LIMIT_CHUNK];
         let mut sent = 0;
-        while sent < TOTAL {
+        while sent < total {
             socket.write_all(&chunk)?;
             sent += chunk.len();
         }
         Ok(())
-    });
-    let (mut socket, _) = listener.accept()?;
-    let mut buf = vec![0u8; 256 * 1024];
+    })
+}
+
+/// Reads `total` octets (or to end of stream) and returns the rate in bytes/s.
+fn drain(mut socket: StdStream, total: usize) -> anyhow::Result<f64> {
+    let mut buf = vec![0u8; LIMIT_CHUNK];
     let started = Instant::now();
     let mut received = 0;
-    while received < TOTAL {
+    while received < total {
         match socket.read(&mut buf)? {
             0 => break,
             n => received += n,
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    writer
+    Ok(received as f64 / started.elapsed().as_secs_f64())
+}
+
+fn join(thread: std::thread::JoinHandle<std::io::Result<()>>) -> anyhow::Result<()> {
+    thread
         .join()
-        .map_err(|_| anyhow::anyhow!("loopback writer panicked"))??;
-    Ok(received as f64 / seconds)
+        .map_err(|_| anyhow::anyhow!("a limit-test thread panicked"))??;
+    Ok(())
 }
 
 /// Bytes/s of 1 MiB sequential writes with writeback started per write and an fsync every
@@ -369,36 +433,42 @@ struct Received {
     last: Instant,
 }
 
-/// Reads until `expected` load packets arrived or were reported lost.
+/// Reads until `expected` load packets arrived or were reported lost. One deadline for the
+/// whole run and no clock read per packet: the subscriber is measured, not the measuring.
 async fn receive(
     reader: &mut FrameReader,
     expected: u64,
     mut on_packet: impl FnMut(&[u8]),
 ) -> anyhow::Result<Received> {
-    let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
     let mut run = Received {
         received: 0,
         lost: 0,
         last: Instant::now(),
     };
-    while run.received + run.lost < expected {
-        let frame = tokio::time::timeout_at(deadline, reader.next())
-            .await
-            .context("the run did not finish in time")??
-            .context("the frontend closed the stream")?;
-        match frame {
-            Frame::Packet {
-                packet_type: PacketType::Telemetry,
-                packet,
-                ..
-            } if PrimaryHeader::of(&packet).apid == LOAD_APID => {
-                run.received += 1;
-                run.last = Instant::now();
-                on_packet(&packet);
+    let frames = async {
+        while run.received + run.lost < expected {
+            let frame = reader
+                .next()
+                .await?
+                .context("the frontend closed the stream")?;
+            match frame {
+                Frame::Packet {
+                    packet_type: PacketType::Telemetry,
+                    packet,
+                    ..
+                } if PrimaryHeader::of(&packet).apid == LOAD_APID => {
+                    run.received += 1;
+                    on_packet(&packet);
+                }
+                Frame::Lost(count) => run.lost += count,
+                _ => {}
             }
-            Frame::Lost(count) => run.lost += count,
-            _ => {}
         }
-    }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(RUN_TIMEOUT, frames)
+        .await
+        .context("the run did not finish in time")??;
+    run.last = Instant::now();
     Ok(run)
 }

@@ -383,6 +383,9 @@ async fn generate_tm(
                 Some(TmRequest::Load(new_load)) if !load_apids.is_empty() => load = Some(new_load),
                 Some(TmRequest::Load(_)) => tracing::warn!("no telemetry APID to emit load on"),
             },
+            // Work already due skips the timer: it fires on millisecond ticks, which would cap
+            // an as-fast-as-possible load at one chunk per tick.
+            _ = std::future::ready(()), if wake <= Instant::now() => {}
             _ = tokio::time::sleep_until(wake) => {}
         }
         let now = Instant::now();
@@ -594,4 +597,65 @@ async fn vehicle_state(State(sim): State<Arc<Simulator>>, format: Format) -> Res
         commands_rejected: vehicle.commands_rejected,
     };
     format.render("vehicle", &view)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn simulator() -> Arc<Simulator> {
+        let config = Config::parse(
+            "channels:\n  - {name: load, apids: [100], direction: telemetry, rateHz: 0}\n  - {name: cmd, apids: [200], direction: command}\n",
+        )
+        .unwrap();
+        Arc::new(Simulator {
+            table: ChannelTable::new(&config.channels),
+            format: PacketFormat {
+                crc: true,
+                max_packet_len: config.vehicle.max_packet_length,
+            },
+            vehicle: Mutex::new(Vehicle::new()),
+            metrics: SimMetrics::new(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// A load without a rate goes as fast as the link takes it: with the clock paused, all of
+    /// it must come out without the clock moving. It once slept on the timer between chunks,
+    /// which fires on millisecond ticks and so capped the load at one 256 KiB chunk per tick.
+    #[tokio::test(start_paused = true)]
+    async fn a_load_without_a_rate_never_waits_for_the_clock() {
+        let sim = simulator();
+        let (requests, requests_rx) = mpsc::channel(4);
+        let (chunks_tx, mut chunks) = mpsc::channel(8);
+        let generator = tokio::spawn(generate_tm(sim.clone(), requests_rx, chunks_tx));
+        // Between two ticks, as a real clock nearly always is.
+        tokio::time::advance(Duration::from_micros(500)).await;
+        let started = Instant::now();
+        let total = 50 * (CHUNK / 256) as u64;
+        let load = Load {
+            remaining: total as u32,
+            packet_len: 256,
+            rate_hz: 0,
+            started,
+            sent: 0,
+            next_index: 0,
+        };
+        assert!(requests.send(TmRequest::Load(load)).await.is_ok());
+        let mut received = 0;
+        while received < total {
+            let (data, packets, kind) = chunks.recv().await.expect("the generator runs");
+            assert_eq!(kind, TmKind::Load);
+            assert_eq!(data.len() as u64, packets * 256);
+            received += packets;
+        }
+        assert_eq!(received, total);
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "the load waited on the clock"
+        );
+        sim.shutdown.cancel();
+        generator.await.unwrap().unwrap();
+    }
 }
