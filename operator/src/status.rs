@@ -257,24 +257,36 @@ fn conditions(
             Rollout::Failed(message) => failed.push(message),
         }
     }
-    let lost_volumes: Vec<String> = Volume::ALL
-        .into_iter()
-        .filter(|volume| {
-            observed
-                .claims
-                .get(volume)
-                .and_then(|claim| claim.status.as_ref()?.phase.as_deref())
-                == Some("Lost")
-        })
-        .map(|volume| {
-            format!(
-                "{}: PersistentVolumeClaim {}-{} lost its PersistentVolume",
-                volume.component(),
-                gs.name_any(),
-                volume.component()
-            )
-        })
-        .collect();
+    let mut lost_volumes = Vec::new();
+    for volume in Volume::ALL {
+        let Some(claim) = observed.claims.get(&volume) else {
+            continue;
+        };
+        let name = format!("{}-{}", gs.name_any(), volume.component());
+        let field = volume.component();
+        match claim.status.as_ref().and_then(|s| s.phase.as_deref()) {
+            Some("Lost") => lost_volumes.push(format!(
+                "{field}: PersistentVolumeClaim {name} lost its PersistentVolume"
+            )),
+            // The pods that mount it cannot start; say which claim holds them back and where
+            // to look, since the Deployment only reports unready replicas.
+            Some("Pending") => {
+                let class = claim
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.storage_class_name.as_deref())
+                    .map_or_else(
+                        || "no storage class and no default StorageClass".to_owned(),
+                        |class| format!("storage class {class:?}"),
+                    );
+                in_progress.push(format!(
+                    "{field}: PersistentVolumeClaim {name} is Pending ({class}); \
+                     `kubectl describe pvc {name}` shows why"
+                ));
+            }
+            _ => {}
+        }
+    }
 
     let degraded = if !failed.is_empty() {
         ConditionState::new(true, "RolloutFailed", failed.join("; "))

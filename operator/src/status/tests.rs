@@ -1,7 +1,7 @@
 use k8s_openapi::{
     api::{
         apps::v1::{DeploymentCondition, DeploymentStatus},
-        core::v1::PersistentVolumeClaimStatus,
+        core::v1::{PersistentVolumeClaimSpec, PersistentVolumeClaimStatus},
     },
     apimachinery::pkg::api::resource::Quantity,
 };
@@ -292,4 +292,30 @@ fn a_failed_apply_blocks_the_rollout() {
         condition(&status, PROGRESSING).message,
         "the rollout is blocked; see the Degraded condition"
     );
+}
+
+#[test]
+fn a_pending_volume_is_named_while_not_ready() {
+    let gs = groundsystem(GroundSystemSpec::default());
+    let mut observed = all_ready();
+    let mut pending = claim("Pending");
+    pending.spec = Some(PersistentVolumeClaimSpec {
+        storage_class_name: Some("fast-ssd".into()),
+        ..PersistentVolumeClaimSpec::default()
+    });
+    observed.claims.insert(Volume::Recording, pending);
+    observed.claims.insert(Volume::Config, claim("Pending"));
+    let status = derive(&gs, &observed, None, at(0));
+    let ready = condition(&status, READY);
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason, "ComponentsNotReady");
+    assert_eq!(
+        ready.message,
+        "recording: PersistentVolumeClaim demo-recording is Pending (storage class \"fast-ssd\"); \
+         `kubectl describe pvc demo-recording` shows why; \
+         config: PersistentVolumeClaim demo-config is Pending (no storage class and no default \
+         StorageClass); `kubectl describe pvc demo-config` shows why"
+    );
+    assert_eq!(condition(&status, PROGRESSING).status, "True");
+    assert_eq!(condition(&status, DEGRADED).status, "False");
 }

@@ -142,3 +142,35 @@ async fn full_sample_groundsystem_becomes_ready() -> Result<()> {
     assert_children(&ns, name, &channels).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_recording_claim_that_cannot_bind_is_named_in_the_status() -> Result<()> {
+    let ns = TestNamespace::create("unbound").await?;
+    let operator = Operator::start(&ns.name, 300).await?;
+    let spec = json!({"recording": {"storageClassName": "no-such-class"}});
+    ns.apply_groundsystem("mission", spec).await?;
+    let api = ns.groundsystems();
+    let message = vgs_e2e::eventually(
+        "Ready=False naming the Pending recording claim",
+        READY_TIMEOUT,
+        || async {
+            let gs = api.get("mission").await?;
+            let ready = gs.data["status"]["conditions"]
+                .as_array()
+                .and_then(|conditions| conditions.iter().find(|c| c["type"] == "Ready"))
+                .cloned();
+            Ok(ready
+                .filter(|c| c["status"] == "False")
+                .and_then(|c| c["message"].as_str().map(str::to_owned))
+                .filter(|m| m.contains("mission-recording is Pending")))
+        },
+    )
+    .await
+    .with_context(|| operator.log_tail())?;
+    assert!(
+        message.contains("storage class \"no-such-class\"")
+            && message.contains("kubectl describe pvc mission-recording"),
+        "{message}"
+    );
+    Ok(())
+}
