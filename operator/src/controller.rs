@@ -289,12 +289,29 @@ async fn report_changes(context: &Context, gs: &GroundSystem, changes: &[Change]
     let summary: Vec<String> = changes.iter().map(ToString::to_string).collect();
     info!(groundsystem = %gs.name_any(), "{}", summary.join(", "));
     for change in changes {
-        let event = Event {
-            type_: EventType::Normal,
-            reason: change.verb.as_str().to_owned(),
-            note: Some(change.to_string()),
-            action: "Reconcile".to_owned(),
-            secondary: Some(change.object.clone()),
+        let event = match status::recreated_claim(gs, change) {
+            Some(volume) => {
+                let note = format!(
+                    "{change}: it was deleted outside the operator and is new and empty; what the \
+                     {} volume held is gone unless its PersistentVolume was retained",
+                    volume.component()
+                );
+                warn!(groundsystem = %gs.name_any(), "{note}");
+                Event {
+                    type_: EventType::Warning,
+                    reason: "VolumeRecreated".to_owned(),
+                    note: Some(note),
+                    action: "Reconcile".to_owned(),
+                    secondary: Some(change.object.clone()),
+                }
+            }
+            None => Event {
+                type_: EventType::Normal,
+                reason: change.verb.as_str().to_owned(),
+                note: Some(change.to_string()),
+                action: "Reconcile".to_owned(),
+                secondary: Some(change.object.clone()),
+            },
         };
         publish_event(context, gs, &event).await;
     }

@@ -15,6 +15,7 @@ use k8s_openapi::{
 use kube::ResourceExt;
 
 use crate::{
+    apply::{Change, Verb},
     build::{Role, Volume, role_spec},
     crd::{ComponentStatus, GroundSystem, GroundSystemStatus, VolumeStatus},
 };
@@ -71,6 +72,29 @@ pub fn derive(
         .map(|(type_, state)| state.into_condition(type_, generation, previous, now))
         .collect();
     status
+}
+
+/// The name of a GroundSystem's claim for `volume`.
+fn claim_name(gs: &GroundSystem, volume: Volume) -> String {
+    format!("{}-{}", gs.name_any(), volume.component())
+}
+
+/// Whether `change` created a claim that the status last showed as existing: somebody deleted
+/// it behind the operator's back, and the data on it went too unless its volume was retained.
+pub fn recreated_claim(gs: &GroundSystem, change: &Change) -> Option<Volume> {
+    let status = gs.status.as_ref()?;
+    if change.verb != Verb::Created
+        || change.object.kind.as_deref() != Some("PersistentVolumeClaim")
+    {
+        return None;
+    }
+    Volume::ALL.into_iter().find(|&volume| {
+        let shown = match volume {
+            Volume::Recording => &status.recording,
+            Volume::Config => &status.config,
+        };
+        shown.phase.is_some() && change.object.name.as_deref() == Some(&claim_name(gs, volume))
+    })
 }
 
 /// Whether `desired` differs from what the GroundSystem already shows.
@@ -262,7 +286,7 @@ fn conditions(
         let Some(claim) = observed.claims.get(&volume) else {
             continue;
         };
-        let name = format!("{}-{}", gs.name_any(), volume.component());
+        let name = claim_name(gs, volume);
         let field = volume.component();
         match claim.status.as_ref().and_then(|s| s.phase.as_deref()) {
             Some("Lost") => lost_volumes.push(format!(

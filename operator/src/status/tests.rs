@@ -1,7 +1,7 @@
 use k8s_openapi::{
     api::{
         apps::v1::{DeploymentCondition, DeploymentStatus},
-        core::v1::{PersistentVolumeClaimSpec, PersistentVolumeClaimStatus},
+        core::v1::{ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus},
     },
     apimachinery::pkg::api::resource::Quantity,
 };
@@ -318,4 +318,34 @@ fn a_pending_volume_is_named_while_not_ready() {
     );
     assert_eq!(condition(&status, PROGRESSING).status, "True");
     assert_eq!(condition(&status, DEGRADED).status, "False");
+}
+
+#[test]
+fn a_created_claim_the_status_showed_before_was_recreated() {
+    let claim_change = |verb, name: &str| Change {
+        verb,
+        object: ObjectReference {
+            kind: Some("PersistentVolumeClaim".into()),
+            name: Some(name.into()),
+            ..ObjectReference::default()
+        },
+    };
+    let fresh = groundsystem(GroundSystemSpec::default());
+    let created = claim_change(Verb::Created, "demo-recording");
+    assert_eq!(recreated_claim(&fresh, &created), None, "first creation");
+
+    let mut seen = fresh.clone();
+    seen.status = Some(derive(&fresh, &all_ready(), None, at(0)));
+    assert_eq!(recreated_claim(&seen, &created), Some(Volume::Recording));
+    assert_eq!(
+        recreated_claim(&seen, &claim_change(Verb::Created, "demo-config")),
+        Some(Volume::Config)
+    );
+    assert_eq!(
+        recreated_claim(&seen, &claim_change(Verb::Updated, "demo-recording")),
+        None
+    );
+    let mut deployment = claim_change(Verb::Created, "demo-recording");
+    deployment.object.kind = Some("Deployment".into());
+    assert_eq!(recreated_claim(&seen, &deployment), None);
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -149,6 +149,46 @@ async fn children_deleted_or_edited_by_hand_are_restored() -> Result<()> {
             .unwrap_or_default();
         let restored = replicas == Some(1) && config["vfep.yaml"].contains("channels:\n");
         Ok(restored.then_some(()))
+    })
+    .await
+    .with_context(|| operator.log_tail())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_recording_claim_deleted_by_hand_is_recreated_with_a_warning() -> Result<()> {
+    let ns = TestNamespace::create("claim-deleted").await?;
+    let operator = Operator::start(&ns.name, 300).await?;
+    ns.apply_groundsystem("mission", json!({})).await?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+
+    let claims = ns.api::<PersistentVolumeClaim>();
+    let original_uid = claims.get("mission-recording").await?.uid();
+    claims
+        .delete("mission-recording", &DeleteParams::default())
+        .await?;
+    // The claim stays (Terminating) while a pod mounts it; a restarting pod lets it go.
+    ns.api::<Pod>()
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("app.kubernetes.io/component=frontend"),
+        )
+        .await?;
+    eventually("the deleted claim to be recreated", TIMEOUT, || async {
+        let claim = claims.get_opt("mission-recording").await?;
+        Ok(claim.filter(|c| c.uid() != original_uid).map(|_| ()))
+    })
+    .await
+    .with_context(|| operator.log_tail())?;
+    ns.wait_for_event("a VolumeRecreated Warning", |event| {
+        event.type_.as_deref() == Some("Warning")
+            && event.reason.as_deref() == Some("VolumeRecreated")
+            && event.note.as_deref().is_some_and(|note| {
+                note.contains("PersistentVolumeClaim mission-recording")
+                    && note.contains("new and empty")
+            })
     })
     .await
     .with_context(|| operator.log_tail())?;
