@@ -126,8 +126,9 @@ fn default_rate_hz() -> f64 {
 
 /// Smallest segment worth rotating to; smaller values would make a file per few records.
 pub const MIN_SEGMENT_SIZE: u64 = 64 * 1024;
-/// Upper bound on the simulator's periodic rate; the burst mode is the tool for load.
-pub const MAX_RATE_HZ: f64 = 10_000.0;
+/// Upper bound on the simulator's periodic rate, as in the GroundSystem schema; the burst mode
+/// is the tool for load.
+pub const MAX_RATE_HZ: f64 = 1000.0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -331,7 +332,7 @@ recording:
         assert_eq!(
             message,
             format!(
-                "{}: channels[0].rateHz: -1 is out of range 0..10000",
+                "{}: channels[0].rateHz: -1 is out of range 0..1000",
                 path.display()
             )
         );
