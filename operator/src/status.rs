@@ -51,7 +51,15 @@ pub fn derive(
     now: Timestamp,
 ) -> GroundSystemStatus {
     let generation = gs.metadata.generation;
-    let component = |role| component_status(gs, role, observed.deployments.get(&role));
+    let component = |role| {
+        let deployment = observed.deployments.get(&role);
+        // A refused spec is not rolled out: the Deployment's own count is what it runs for.
+        let desired = match blocked {
+            None => desired_replicas(gs, role),
+            Some(_) => deployment.and_then(|d| d.spec.replicas).unwrap_or(0),
+        };
+        component_status(desired, deployment)
+    };
     let volume = |volume| volume_status(observed.claims.get(&volume));
     let mut status = GroundSystemStatus {
         observed_generation: generation,
@@ -111,12 +119,7 @@ fn role_field(role: Role) -> &'static str {
     }
 }
 
-fn component_status(
-    gs: &GroundSystem,
-    role: Role,
-    deployment: Option<&Deployment>,
-) -> ComponentStatus {
-    let desired = desired_replicas(gs, role);
+fn component_status(desired: i32, deployment: Option<&Deployment>) -> ComponentStatus {
     let ready = deployment
         .and_then(|d| d.status.as_ref())
         .and_then(|s| s.ready_replicas)

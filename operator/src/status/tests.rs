@@ -1,6 +1,6 @@
 use k8s_openapi::{
     api::{
-        apps::v1::{DeploymentCondition, DeploymentStatus},
+        apps::v1::{DeploymentCondition, DeploymentSpec, DeploymentStatus},
         core::v1::{ObjectReference, PersistentVolumeClaimSpec, PersistentVolumeClaimStatus},
     },
     apimachinery::pkg::api::resource::Quantity,
@@ -23,6 +23,10 @@ fn deployment(generation: i64, ready: i32, updated: i32, total: i32) -> Deployme
             generation: Some(generation),
             ..ObjectMeta::default()
         },
+        spec: DeploymentSpec {
+            replicas: Some(total),
+            ..DeploymentSpec::default()
+        },
         status: Some(DeploymentStatus {
             observed_generation: Some(generation),
             ready_replicas: Some(ready),
@@ -30,7 +34,6 @@ fn deployment(generation: i64, ready: i32, updated: i32, total: i32) -> Deployme
             replicas: Some(total),
             ..DeploymentStatus::default()
         }),
-        ..Deployment::default()
     }
 }
 
@@ -206,6 +209,34 @@ fn an_invalid_spec_is_degraded_with_its_message() {
     assert_eq!(condition(&status, PROGRESSING).status, "False");
     // Replica counts still reflect the running children.
     assert_eq!(status.vfep.replicas, "1/1");
+}
+
+#[test]
+fn a_refused_spec_does_not_change_the_desired_replicas() {
+    let mut spec = GroundSystemSpec::default();
+    spec.vfep.replicas = 3;
+    let gs = groundsystem(spec);
+    let invalid = RolloutBlocked {
+        reason: INVALID_SPEC,
+        message: "spec.channels[1].apids[0]: ...".into(),
+    };
+    let status = derive(&gs, &all_ready(), Some(&invalid), at(0));
+    assert_eq!(
+        status.vfep.replicas, "1/1",
+        "the Deployment still asks for 1"
+    );
+    assert_eq!(status.vfep.desired_replicas, 1);
+
+    let mut observed = all_ready();
+    observed.deployments.remove(&Role::Simulator);
+    let status = derive(&gs, &observed, Some(&invalid), at(0));
+    assert_eq!(status.simulator.replicas, "0/0", "nothing was rolled out");
+
+    let accepted = derive(&gs, &all_ready(), None, at(0));
+    assert_eq!(
+        accepted.vfep.replicas, "1/3",
+        "an accepted spec rolls out 3"
+    );
 }
 
 #[test]
