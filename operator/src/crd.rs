@@ -347,11 +347,13 @@ fn default_tc_port() -> i32 {
     {
         "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.cpu) || !has(self.limits.cpu) || quantity(self.limits.cpu).compareTo(quantity(self.requests.cpu)) >= 0",
         "message": "limits.cpu must be greater than or equal to requests.cpu",
+        "messageExpression": "'limits.cpu (' + self.limits.cpu + ') must be greater than or equal to requests.cpu (' + self.requests.cpu + '): raise the limit or lower the request'",
         "fieldPath": ".limits.cpu"
     },
     {
         "rule": "!has(self.requests) || !has(self.limits) || !has(self.requests.memory) || !has(self.limits.memory) || quantity(self.limits.memory).compareTo(quantity(self.requests.memory)) >= 0",
         "message": "limits.memory must be greater than or equal to requests.memory",
+        "messageExpression": "'limits.memory (' + self.limits.memory + ') must be greater than or equal to requests.memory (' + self.requests.memory + '): raise the limit or lower the request'",
         "fieldPath": ".limits.memory"
     }
 ]))]
@@ -545,11 +547,13 @@ impl Default for GroundSystemSpec {
     {
         "rule": "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
         "message": "size cannot be decreased: a PersistentVolumeClaim can only grow",
+        "messageExpression": "'size cannot be decreased from ' + oldSelf.size + ' to ' + self.size + ': a PersistentVolumeClaim can only grow'",
         "fieldPath": ".size"
     },
     {
         "rule": "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
         "message": "storageClassName is immutable",
+        "messageExpression": "'storageClassName is immutable: it stays ' + (has(oldSelf.storageClassName) ? oldSelf.storageClassName : 'unset (the default class)')",
         "fieldPath": ".storageClassName"
     },
     {

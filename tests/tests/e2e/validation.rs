@@ -93,13 +93,17 @@ async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
             json!({ "groundSystem": { "resources": {
                 "requests": { "cpu": "500m", "memory": "128Mi" },
                 "limits": { "cpu": "100m", "memory": "256Mi" } } } }),
-            "spec.groundSystem.resources",
+            "spec.groundSystem.resources.limits.cpu: Invalid value: limits.cpu (100m) must be greater than or equal to requests.cpu (500m)",
         ),
         (
             json!({ "simulator": { "resources": {
                 "requests": { "cpu": "100m", "memory": "512Mi" },
                 "limits": { "cpu": "200m", "memory": "256Mi" } } } }),
-            "spec.simulator.resources",
+            "limits.memory (256Mi) must be greater than or equal to requests.memory (512Mi)",
+        ),
+        (
+            json!({ "vfep": { "ports": { "http": 8080, "gems": 8080 } } }),
+            "vfep ports http, gems and stream must be distinct",
         ),
         (
             json!({ "channels": [channel("hk", "sideways")] }),
@@ -148,6 +152,37 @@ async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
             message.contains(field),
             "rejection of {name} {spec} should name {field}, but says: {message}"
         );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn api_server_rejects_shrinking_a_volume_or_changing_its_class_quoting_the_values()
+-> Result<()> {
+    let ns = TestNamespace::create("volume-rules").await?;
+    ns.apply_groundsystem("mission", json!({ "recording": { "size": "2Gi" } }))
+        .await?;
+    let cases = [
+        (
+            json!({ "recording": { "size": "1Gi" } }),
+            "spec.recording.size: Invalid value: size cannot be decreased from 2Gi to 1Gi",
+        ),
+        (
+            json!({ "recording": { "size": "2Gi", "storageClassName": "fast" } }),
+            "storageClassName is immutable: it stays unset (the default class)",
+        ),
+    ];
+    for (spec, expected) in cases {
+        match ns.apply_groundsystem("mission", spec.clone()).await {
+            Ok(_) => anyhow::bail!("the API server accepted the update {spec}"),
+            Err(error) => {
+                let message = format!("{error:#}");
+                assert!(
+                    message.contains(expected),
+                    "update {spec} should say {expected:?}, but says: {message}"
+                );
+            }
+        }
     }
     Ok(())
 }
