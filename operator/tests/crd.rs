@@ -115,11 +115,11 @@ fn schema_defaults_match_the_rust_defaults() {
 fn limits_below_requests_are_rejected() {
     assert_rejected(
         json!({"vfep": {"resources": {"requests": {"cpu": "1"}, "limits": {"cpu": "500m"}}}}),
-        "limits.cpu must be greater than or equal to requests.cpu",
+        "limits.cpu (500m) must be greater than or equal to requests.cpu (1)",
     );
     assert_rejected(
         json!({"groundSystem": {"resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "512Mi"}}}}),
-        "limits.memory must be greater than or equal to requests.memory",
+        "limits.memory (512Mi) must be greater than or equal to requests.memory (1Gi)",
     );
     assert!(
         violations(
