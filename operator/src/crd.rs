@@ -21,6 +21,26 @@ const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// RFC 1123 DNS subdomain, as used for StorageClass names.
 const DNS_SUBDOMAIN_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A container image reference, `[registry[:port]/]repository[:tag][@digest]`, following the
+/// grammar of the distribution project (what container runtimes accept): a lowercase repository,
+/// a tag of at most 128 word characters, dots and dashes, a digest of at least 32 hex digits.
+pub const IMAGE_REFERENCE_PATTERN: &str = concat!(
+    r"^(?:(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])",
+    r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?/)?",
+    r"[a-z0-9]+(?:(?:[_.]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[_.]|__|-+)[a-z0-9]+)*)*",
+    r"(?::[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?",
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$",
+);
+
+/// Whether `image` is a valid container image reference (the CRD checks `spec.image` with the
+/// same pattern; this checks the operator's own `--default-image`).
+pub fn is_image_reference(image: &str) -> bool {
+    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(IMAGE_REFERENCE_PATTERN).expect("the image pattern compiles")
+    });
+    image.len() <= 512 && PATTERN.is_match(image)
+}
+
 /// Environment variable names the frontend, ground and simulator processes can read.
 const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 
@@ -91,7 +111,7 @@ pub struct GroundSystemSpec {
     /// Container image for all three roles (vFEP, ground system, simulator), e.g.
     /// `ghcr.io/vgs-io/vfep:0.1.0`. Defaults to the operator's `--default-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512), pattern(r"^[^\s]+$"))]
+    #[schemars(length(min = 1, max = 512), pattern(IMAGE_REFERENCE_PATTERN))]
     pub image: Option<String>,
 
     /// Image pull policy for all containers. Defaults to the Kubernetes default (`Always` for
@@ -741,4 +761,41 @@ pub struct VolumeStatus {
     /// Provisioned capacity once bound, e.g. `1Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_image_reference;
+
+    #[test]
+    fn image_references_follow_the_distribution_grammar() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for good in [
+            "vfep",
+            "vfep:0.1.0",
+            "ghcr.io/vgs-io/vfep:0.1.0",
+            "localhost:5000/vgs/vfep:dev",
+            "registry.example.com:443/a/b/c_d__e-f.g:v1_2-3.4",
+            "[fd00::1]:5000/vfep:dev",
+            &format!("ghcr.io/vgs-io/vfep@{digest}"),
+            &format!("ghcr.io/vgs-io/vfep:0.1.0@{digest}"),
+            "localhost/vfep:dev",
+        ] {
+            assert!(is_image_reference(good), "{good} should be accepted");
+        }
+        for bad in [
+            "",
+            "ghcr.io/VGS/vfep",
+            "vfep:",
+            "vfep: 0.1",
+            "vfep:.tag",
+            "ghcr.io//vfep",
+            "-vfep",
+            "vfep@sha256:short",
+            "https://ghcr.io/vgs-io/vfep",
+            &format!("vfep:{}", "t".repeat(129)),
+        ] {
+            assert!(!is_image_reference(bad), "{bad:?} should be refused");
+        }
+    }
 }

@@ -56,7 +56,7 @@ struct RunArgs {
     namespace: Option<String>,
 
     /// Image for GroundSystems without spec.image.
-    #[arg(long, env = "VGS_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE)]
+    #[arg(long, env = "VGS_DEFAULT_IMAGE", default_value = DEFAULT_IMAGE, value_parser = image_reference)]
     default_image: String,
 
     /// Log format; the level comes from RUST_LOG (default info).
@@ -222,6 +222,18 @@ fn shutdown_signal() -> anyhow::Result<Shared<BoxFuture<'static, ()>>> {
     }
     .boxed()
     .shared())
+}
+
+fn image_reference(value: &str) -> Result<String, String> {
+    if vgs_operator::crd::is_image_reference(value) {
+        Ok(value.to_owned())
+    } else {
+        Err(
+            "not a container image reference such as ghcr.io/vgs-io/vfep:0.1.0 \
+             (registry[:port]/repository[:tag][@digest], the repository in lowercase)"
+                .to_owned(),
+        )
+    }
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {

@@ -129,6 +129,8 @@ async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
             json!({ "recording": { "size": "ten gigs" } }),
             "spec.recording.size",
         ),
+        (json!({ "image": "ghcr.io/VGS/vfep:1" }), "spec.image"),
+        (json!({ "image": "vfep:" }), "spec.image"),
         (
             json!({ "recording": { "retentionPolicy": "Forget" } }),
             "spec.recording.retentionPolicy",
@@ -146,6 +148,19 @@ async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
         ("sat.one", json!({}), "metadata.name"),
         (long_name.as_str(), json!({}), "metadata.name"),
     ]);
+    let digest = format!("sha256:{}", "0".repeat(64));
+    let accepted = json!({ "image": format!("localhost:5000/vgs/vfep:dev@{digest}") });
+    let params = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let object = serde_json::from_value(json!({
+        "apiVersion": "vgs.io/v1alpha1",
+        "kind": "GroundSystem",
+        "metadata": { "name": "good-image" },
+        "spec": accepted,
+    }))?;
+    ns.groundsystems().create(&params, &object).await?;
     for (name, spec, field) in cases {
         let message = rejection(&ns, name, spec.clone()).await?;
         assert!(
