@@ -32,6 +32,30 @@ pub const IMAGE_REFERENCE_PATTERN: &str = concat!(
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$",
 );
 
+/// `spec.<volume>.size` may not drop below what the claim already has: a PersistentVolumeClaim
+/// can only grow. It may go back down to the capacity the status shows, so a growth the storage
+/// class refused (no volume expansion) can be undone. A root rule, as only there both the spec
+/// and the status are in view.
+fn volume_size_rule(volume: &str) -> kube::core::Rule {
+    let size = format!("self.spec.{volume}.size");
+    let old_size = format!("oldSelf.spec.{volume}.size");
+    let has_capacity = format!(
+        "has(oldSelf.status) && has(oldSelf.status.{volume}) && has(oldSelf.status.{volume}.capacity)"
+    );
+    let capacity = format!("oldSelf.status.{volume}.capacity");
+    kube::core::Rule::new(format!(
+        "!has(self.spec.{volume}) || !has(oldSelf.spec.{volume}) \
+         || quantity({size}).compareTo(quantity({old_size})) >= 0 \
+         || ({has_capacity} && quantity({size}).compareTo(quantity({capacity})) >= 0)"
+    ))
+    .message(kube::core::Message::Expression(format!(
+        "'size cannot be decreased from ' + {old_size} + ' to ' + {size} \
+         + ': a PersistentVolumeClaim can only grow' \
+         + ({has_capacity} ? ' (it may go back to the provisioned ' + {capacity} + ')' : '')"
+    )))
+    .field_path(format!(".spec.{volume}.size"))
+}
+
 /// Whether `image` is a valid container image reference (the CRD checks `spec.image` with the
 /// same pattern; this checks the operator's own `--default-image`).
 pub fn is_image_reference(image: &str) -> bool {
@@ -69,6 +93,8 @@ const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
     .message(
         "metadata.name must be a DNS-1035 label of at most 58 characters (lower case letters, digits and '-', starting with a letter): the GroundSystem's Services are named <name>-vfep, <name>-gs and <name>-sim"
     ),
+    validation = volume_size_rule("recording"),
+    validation = volume_size_rule("config"),
     doc = "A ground system for one vehicle: vFEP, ground system and (optional) simulator, with their channel configuration and packet recording.",
     printcolumn(
         name = "Ready",
@@ -560,16 +586,11 @@ impl Default for GroundSystemSpec {
 }
 
 /// A PersistentVolumeClaim. Its storage class and access modes are fixed once created, and its
-/// size can only grow (and only if the storage class allows volume expansion).
+/// size can only grow (and only if the storage class allows volume expansion; a growth the class
+/// refused can be undone, back to the provisioned capacity shown in the status).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {
-        "rule": "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
-        "message": "size cannot be decreased: a PersistentVolumeClaim can only grow",
-        "messageExpression": "'size cannot be decreased from ' + oldSelf.size + ' to ' + self.size + ': a PersistentVolumeClaim can only grow'",
-        "fieldPath": ".size"
-    },
     {
         "rule": "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
         "message": "storageClassName is immutable",
@@ -760,6 +781,7 @@ pub struct VolumeStatus {
     pub phase: Option<String>,
     /// Provisioned capacity once bound, e.g. `1Gi`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub capacity: Option<String>,
 }
 

@@ -208,6 +208,32 @@ fn volumes_cannot_shrink_or_change_class() {
 }
 
 #[test]
+fn a_refused_growth_can_be_undone_down_to_the_provisioned_capacity() {
+    // The spec asked for 20Gi; the claim still has the 10Gi it was provisioned with.
+    let mut old = groundsystem(json!({"recording": {"size": "20Gi"}}));
+    old["status"] = json!({"recording": {"phase": "Bound", "capacity": "10Gi"}});
+    let messages = |size: &str| -> Vec<String> {
+        let new = groundsystem(json!({"recording": {"size": size}}));
+        match Validator::new().validate(&schema(), &new, Some(&old)) {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    };
+    assert_eq!(messages("10Gi"), Vec::<String>::new());
+    assert_eq!(messages("15Gi"), Vec::<String>::new());
+    let refused = messages("5Gi");
+    assert!(
+        refused.len() == 1
+            && refused[0].contains("spec.recording.size")
+            && refused[0].contains(
+                "size cannot be decreased from 20Gi to 5Gi: a PersistentVolumeClaim can only \
+                 grow (it may go back to the provisioned 10Gi)"
+            ),
+        "{refused:?}"
+    );
+}
+
+#[test]
 fn example_manifests_are_valid() {
     for file in ["groundsystem-minimal.yaml", "groundsystem-full.yaml"] {
         let path = format!("{}/../examples/{file}", env!("CARGO_MANIFEST_DIR"));

@@ -454,5 +454,22 @@ async fn a_claim_that_cannot_grow_does_not_hold_back_the_rest_of_a_change() -> R
     )
     .await
     .with_context(|| operator.log_tail())?;
+
+    // The growth can be undone, back to the size the claim has (but not below it).
+    let below = json!({ "recording": { "size": "512Mi" }, "groundSystem": { "replicas": 2 } });
+    let refused = ns.apply_groundsystem("mission", below).await;
+    let message = format!(
+        "{:#}",
+        refused.expect_err("shrinking below the claim's size")
+    );
+    assert!(
+        message.contains("(it may go back to the provisioned 1Gi)"),
+        "{message}"
+    );
+    let undo = json!({ "recording": { "size": "1Gi" }, "groundSystem": { "replicas": 2 } });
+    ns.apply_groundsystem("mission", undo).await?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
     Ok(())
 }

@@ -180,7 +180,7 @@ async fn api_server_rejects_shrinking_a_volume_or_changing_its_class_quoting_the
     let cases = [
         (
             json!({ "recording": { "size": "1Gi" } }),
-            "spec.recording.size: Invalid value: size cannot be decreased from 2Gi to 1Gi",
+            "size cannot be decreased from 2Gi to 1Gi: a PersistentVolumeClaim can only grow",
         ),
         (
             json!({ "recording": { "size": "2Gi", "storageClassName": "fast" } }),
