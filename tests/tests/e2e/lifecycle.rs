@@ -25,6 +25,17 @@ fn channels(extra: Option<&str>) -> serde_json::Value {
     json!(list)
 }
 
+/// A namespace of its own with an operator and the GroundSystem `mission` of `spec`, Ready.
+async fn ready_mission(prefix: &str, spec: serde_json::Value) -> Result<(TestNamespace, Operator)> {
+    let ns = TestNamespace::create(prefix).await?;
+    let operator = Operator::start(&ns.name, 300).await?;
+    ns.apply_groundsystem("mission", spec).await?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+    Ok((ns, operator))
+}
+
 fn config_hash(deployment: &Deployment) -> Option<String> {
     deployment
         .spec
@@ -50,13 +61,7 @@ async fn replica_sets(ns: &TestNamespace, deployment: &str) -> Result<Vec<String
 
 #[tokio::test]
 async fn channel_change_rolls_pods_and_replica_change_scales() -> Result<()> {
-    let ns = TestNamespace::create("rollout").await?;
-    let operator = Operator::start(&ns.name, 300).await?;
-    ns.apply_groundsystem("mission", json!({ "channels": channels(None) }))
-        .await?;
-    wait_ready(&ns, "mission", TIMEOUT)
-        .await
-        .with_context(|| operator.log_tail())?;
+    let (ns, operator) = ready_mission("rollout", json!({ "channels": channels(None) })).await?;
     let deployments = ns.api::<Deployment>();
     let before = config_hash(&deployments.get("mission-vfep").await?).context("no config hash")?;
     let sets_before = replica_sets(&ns, "mission-vfep").await?;
@@ -104,24 +109,16 @@ async fn channel_change_rolls_pods_and_replica_change_scales() -> Result<()> {
 
 #[tokio::test]
 async fn children_deleted_or_edited_by_hand_are_restored() -> Result<()> {
-    let ns = TestNamespace::create("drift").await?;
-    let operator = Operator::start(&ns.name, 300).await?;
-    ns.apply_groundsystem("mission", json!({})).await?;
-    wait_ready(&ns, "mission", TIMEOUT)
-        .await
-        .with_context(|| operator.log_tail())?;
+    let (ns, operator) = ready_mission("drift", json!({})).await?;
 
     let services = ns.api::<Service>();
     let original_uid = services.get("mission-gs").await?.uid();
     services
         .delete("mission-gs", &DeleteParams::default())
         .await?;
-    eventually("the deleted Service to be recreated", TIMEOUT, || async {
-        let service = services.get_opt("mission-gs").await?;
-        Ok(service.filter(|s| s.uid() != original_uid).map(|_| ()))
-    })
-    .await
-    .with_context(|| operator.log_tail())?;
+    wait_recreated(&services, "mission-gs", original_uid)
+        .await
+        .with_context(|| operator.log_tail())?;
 
     // A hand edit by another field manager (as `kubectl scale` or `kubectl edit` would do).
     let deployments = ns.api::<Deployment>();
@@ -157,12 +154,7 @@ async fn children_deleted_or_edited_by_hand_are_restored() -> Result<()> {
 
 #[tokio::test]
 async fn a_recording_claim_deleted_by_hand_is_recreated_with_a_warning() -> Result<()> {
-    let ns = TestNamespace::create("claim-deleted").await?;
-    let operator = Operator::start(&ns.name, 300).await?;
-    ns.apply_groundsystem("mission", json!({})).await?;
-    wait_ready(&ns, "mission", TIMEOUT)
-        .await
-        .with_context(|| operator.log_tail())?;
+    let (ns, operator) = ready_mission("claim-deleted", json!({})).await?;
 
     let claims = ns.api::<PersistentVolumeClaim>();
     let original_uid = claims.get("mission-recording").await?.uid();
@@ -176,12 +168,9 @@ async fn a_recording_claim_deleted_by_hand_is_recreated_with_a_warning() -> Resu
             &ListParams::default().labels("app.kubernetes.io/component=frontend"),
         )
         .await?;
-    eventually("the deleted claim to be recreated", TIMEOUT, || async {
-        let claim = claims.get_opt("mission-recording").await?;
-        Ok(claim.filter(|c| c.uid() != original_uid).map(|_| ()))
-    })
-    .await
-    .with_context(|| operator.log_tail())?;
+    wait_recreated(&claims, "mission-recording", original_uid)
+        .await
+        .with_context(|| operator.log_tail())?;
     ns.wait_for_event("a VolumeRecreated Warning", |event| {
         event.type_.as_deref() == Some("Warning")
             && event.reason.as_deref() == Some("VolumeRecreated")
@@ -193,6 +182,18 @@ async fn a_recording_claim_deleted_by_hand_is_recreated_with_a_warning() -> Resu
     .await
     .with_context(|| operator.log_tail())?;
     Ok(())
+}
+
+/// Waits until `name` exists again, as a new object (another uid).
+async fn wait_recreated<K>(api: &Api<K>, name: &str, original_uid: Option<String>) -> Result<()>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(&format!("{name} to be recreated"), TIMEOUT, || async {
+        let object = api.get_opt(name).await?;
+        Ok(object.filter(|o| o.uid() != original_uid).map(|_| ()))
+    })
+    .await
 }
 
 async fn wait_gone<K>(api: &Api<K>, name: &str) -> Result<()>
@@ -246,12 +247,7 @@ async fn deletion_collects_children_and_keeps_recordings_unless_asked() -> Resul
 
 #[tokio::test]
 async fn disabling_the_simulator_removes_its_deployment() -> Result<()> {
-    let ns = TestNamespace::create("nosim").await?;
-    let operator = Operator::start(&ns.name, 300).await?;
-    ns.apply_groundsystem("mission", json!({})).await?;
-    wait_ready(&ns, "mission", TIMEOUT)
-        .await
-        .with_context(|| operator.log_tail())?;
+    let (ns, operator) = ready_mission("nosim", json!({})).await?;
     ns.apply_groundsystem("mission", json!({ "simulator": { "enabled": false } }))
         .await?;
     let gs = wait_ready(&ns, "mission", TIMEOUT)
@@ -426,12 +422,7 @@ async fn an_object_with_a_childs_name_is_never_taken_over() -> Result<()> {
 
 #[tokio::test]
 async fn a_claim_that_cannot_grow_does_not_hold_back_the_rest_of_a_change() -> Result<()> {
-    let ns = TestNamespace::create("grow").await?;
-    let operator = Operator::start(&ns.name, 300).await?;
-    ns.apply_groundsystem("mission", json!({})).await?;
-    wait_ready(&ns, "mission", TIMEOUT)
-        .await
-        .with_context(|| operator.log_tail())?;
+    let (ns, operator) = ready_mission("grow", json!({})).await?;
 
     // kwok-volume, the local default class, does not allow volume expansion.
     let change = json!({ "recording": { "size": "2Gi" }, "groundSystem": { "replicas": 2 } });
