@@ -169,10 +169,13 @@ pub struct Recovery {
     pub segments: usize,
     pub records_in_last_segment: u64,
     pub truncated_bytes: u64,
+    /// Damaged octets between good records of the last segment: kept, and skipped on playback.
+    pub damaged_bytes: u64,
 }
 
 /// Cuts the last segment back to its last complete record. Only the last segment can be torn:
-/// older ones were fsync'd when they were rotated.
+/// older ones were fsync'd when they were rotated. Damage in the middle (good records follow it)
+/// is not a torn tail: it stays, and only the records it hit are lost.
 pub fn recover(dir: &Path) -> io::Result<Recovery> {
     let segments = list_segments(dir)?;
     let Some(last) = segments.last() else {
@@ -190,11 +193,12 @@ pub fn recover(dir: &Path) -> io::Result<Recovery> {
             records += 1;
         }
     }
-    let valid_len = reader.map_or(0, |r| r.position());
+    let valid_len = reader.as_ref().map_or(0, |r| r.position());
     let mut recovery = Recovery {
         segments: segments.len(),
         records_in_last_segment: records,
         truncated_bytes: last.size - valid_len.min(last.size),
+        damaged_bytes: reader.as_ref().map_or(0, |r| r.skipped()),
     };
     if records == 0 {
         fs::remove_file(&last.path)?;
@@ -590,6 +594,49 @@ mod tests {
         let (_, recovery) = Recorder::open(dir.path(), 1 << 20, RecorderStats::default()).unwrap();
         assert_eq!(recovery.records_in_last_segment, 9);
         assert_eq!(read_all(dir.path()).len(), 9);
+    }
+
+    /// Damage on disk in the middle of a segment (bit rot, a bad sector) costs the records it
+    /// hit, not the rest of the segment: playback skips to the next good record, and recovery
+    /// does not take it for a torn tail.
+    #[test]
+    fn damage_in_the_middle_costs_only_the_records_it_hit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut recorder, _) =
+            Recorder::open(dir.path(), 1 << 20, RecorderStats::default()).unwrap();
+        for n in 0..30 {
+            recorder
+                .append(n, PacketType::Telemetry, &packet(n as u16, 40))
+                .unwrap();
+        }
+        recorder.sync().unwrap();
+        drop(recorder);
+        let path = list_segments(dir.path()).unwrap()[0].path.clone();
+        let mut bytes = fs::read(&path).unwrap();
+        // 48-octet packets in 68-octet records after the 8-octet magic.
+        let record = |n: usize| SEGMENT_MAGIC.len() + n * 68;
+        bytes[record(5) + 30] ^= 0xFF; // a flipped packet octet: bad CRC
+        bytes[record(12)..record(12) + 4].copy_from_slice(&u32::MAX.to_le_bytes()); // bad length
+        bytes[record(26)..record(26) + 4].copy_from_slice(&60_000u32.to_le_bytes()); // runs past the end
+        fs::write(&path, &bytes).unwrap();
+
+        let expected: Vec<u64> = (0..30).filter(|n| ![5, 12, 26].contains(n)).collect();
+        let mut reader = playback::SegmentReader::open(&path).unwrap();
+        let mut times = Vec::new();
+        while let Some(record) = reader.next_record().unwrap() {
+            assert_eq!(record.packet, &packet(record.received_ns as u16, 40)[..]);
+            times.push(record.received_ns);
+        }
+        assert_eq!(times, expected);
+        assert_eq!(reader.skipped(), 3 * 68);
+        assert_eq!(reader.position(), bytes.len() as u64);
+
+        let (_, recovery) = Recorder::open(dir.path(), 1 << 20, RecorderStats::default()).unwrap();
+        assert_eq!(recovery.truncated_bytes, 0, "{recovery:?}");
+        assert_eq!(recovery.damaged_bytes, 3 * 68);
+        assert_eq!(recovery.records_in_last_segment, 27);
+        let after: Vec<u64> = read_all(dir.path()).iter().map(|(t, _)| *t).collect();
+        assert_eq!(after, expected);
     }
 
     #[test]

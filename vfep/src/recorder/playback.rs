@@ -10,20 +10,33 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Decoded, RECORD_HEADER_LEN, RecordView, SEGMENT_MAGIC, decode_record, list_segments};
+use super::{
+    Decoded, RECORD_HEADER_LEN, RecordView, SEGMENT_MAGIC, SegmentInfo, decode_record,
+    list_segments,
+};
 use crate::codec::{PacketType, PrimaryHeader};
 
 const READ_CHUNK: usize = 256 * 1024;
 
-/// Reads one segment record by record; stops at the end or at the first incomplete or corrupt
-/// record (a torn tail, or the record the writer is appending right now).
+/// Reads one segment record by record, to the end or to an incomplete last record (a torn tail,
+/// or the record the writer is appending right now).
+///
+/// A damaged record (bad CRC, impossible length) is skipped: the reader looks for the next
+/// offset where a whole record with a good CRC starts and goes on from there, so damage on disk
+/// costs the records it hit and not the rest of the segment. The octets passed over are counted;
+/// a tail with no good record after it ends the segment.
 pub struct SegmentReader {
     file: File,
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    at_eof: bool,
+    /// File offset of `buf[start]`.
+    offset: u64,
     /// File offset just past the last record returned.
     position: u64,
+    /// Octets of damaged records skipped between good ones.
+    skipped: u64,
 }
 
 impl SegmentReader {
@@ -46,7 +59,10 @@ impl SegmentReader {
             buf: vec![0; READ_CHUNK],
             start: 0,
             end: 0,
+            at_eof: false,
+            offset: magic.len() as u64,
             position: magic.len() as u64,
+            skipped: 0,
         })
     }
 
@@ -54,14 +70,20 @@ impl SegmentReader {
         self.position
     }
 
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
     pub fn next_record(&mut self) -> io::Result<Option<RecordView<'_>>> {
         loop {
             match decode_record(&self.buf[self.start..self.end]) {
                 Decoded::Record(view, used) => {
                     let (received_ns, packet_type) = (view.received_ns, view.packet_type);
+                    self.skipped += self.offset - self.position;
                     let packet = self.start + RECORD_HEADER_LEN..self.start + used;
                     self.start += used;
-                    self.position += used as u64;
+                    self.offset += used as u64;
+                    self.position = self.offset;
                     return Ok(Some(RecordView {
                         received_ns,
                         packet_type,
@@ -70,16 +92,31 @@ impl SegmentReader {
                 }
                 Decoded::Incomplete { needed } => {
                     if !self.fill(needed)? {
-                        return Ok(None);
+                        if self.start == self.end {
+                            return Ok(None);
+                        }
+                        // A torn tail, or a damaged length that claims more than is left: look
+                        // for a good record in what is left; none means the tail (None above).
+                        self.start += 1;
+                        self.offset += 1;
                     }
                 }
-                Decoded::Corrupt => return Ok(None),
+                Decoded::Corrupt => {
+                    self.start += 1;
+                    self.offset += 1;
+                }
             }
         }
     }
 
     /// Makes `needed` octets available from `start`; false at end of file.
     fn fill(&mut self, needed: usize) -> io::Result<bool> {
+        if self.end - self.start >= needed {
+            return Ok(true);
+        }
+        if self.at_eof {
+            return Ok(false);
+        }
         self.buf.copy_within(self.start..self.end, 0);
         self.end -= self.start;
         self.start = 0;
@@ -88,7 +125,10 @@ impl SegmentReader {
         }
         while self.end < needed {
             match self.file.read(&mut self.buf[self.end..]) {
-                Ok(0) => return Ok(false),
+                Ok(0) => {
+                    self.at_eof = true;
+                    return Ok(false);
+                }
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -148,13 +188,39 @@ pub fn scan(
             Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
             Err(e) => return Err(e),
         };
+        let mut stopped = false;
         while let Some(record) = reader.next_record()? {
             if selection.wants(&record) && on(record).is_break() {
-                return Ok(());
+                stopped = true;
+                break;
             }
+        }
+        let closed = i + 1 < segments.len();
+        report_damage(segment, &reader, closed && !stopped);
+        if stopped {
+            return Ok(());
         }
     }
     Ok(())
+}
+
+/// Logs what a read of `segment` had to pass over. `read_whole`: the segment is closed and was
+/// read to its end, so anything after the last good record is damage too (only the segment
+/// being written may end in a partly written record).
+fn report_damage(segment: &SegmentInfo, reader: &SegmentReader, read_whole: bool) {
+    let unreadable_tail = if read_whole {
+        segment.size.saturating_sub(reader.position())
+    } else {
+        0
+    };
+    if reader.skipped() > 0 || unreadable_tail > 0 {
+        tracing::warn!(
+            segment = %segment.path.display(),
+            skipped_bytes = reader.skipped(),
+            unreadable_tail,
+            "damaged records in the recording were skipped (bad CRC or length on disk)"
+        );
+    }
 }
 
 /// Played-back packets, concatenated, with their receive times.

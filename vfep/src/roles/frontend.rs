@@ -162,6 +162,7 @@ pub async fn run(config: Config, bind: IpAddr, shutdown: CancellationToken) -> a
         dir = %recording.dir.display(),
         segments = recovery.segments,
         truncated_bytes = recovery.truncated_bytes,
+        damaged_bytes = recovery.damaged_bytes,
         "recording recovered"
     );
 
