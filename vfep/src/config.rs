@@ -219,6 +219,17 @@ impl Config {
         if let Some((field, _)) = ports.iter().find(|(_, port)| *port == 0) {
             return Err(format!("{field}: port 0 is not allowed"));
         }
+        // Each process listens on its group's ports on one host: the vehicle's two, the
+        // frontend's three.
+        for group in [&ports[..2], &ports[2..]] {
+            for (i, (field, port)) in group.iter().enumerate() {
+                if let Some((other, _)) = group[..i].iter().find(|(_, p)| p == port) {
+                    return Err(format!(
+                        "{field}: port {port} is already {other}; give each its own port"
+                    ));
+                }
+            }
+        }
         let min_len = PRIMARY_HEADER_LEN
             + 1
             + if self.vehicle.packet_error_control {
@@ -321,6 +332,11 @@ recording:
         assert!(error_of(&name).starts_with("channels[1].name:"));
         let segment = GOOD.replace("67108864", "100");
         assert!(error_of(&segment).starts_with("recording.segmentSizeBytes:"));
+        let clash = GOOD.replace("httpPort: 8080", "httpPort: 9000");
+        assert_eq!(
+            error_of(&clash),
+            "frontend.gemsPort: port 9000 is already frontend.httpPort; give each its own port"
+        );
     }
 
     #[test]
