@@ -148,8 +148,11 @@ pub struct Batch {
     pub received_ns: u64,
     pub data: Bytes,
     pub packets: Vec<PacketRef>,
-    /// Bus-wide index of the first packet, set on publish; lets live subscribers count losses.
+    /// Bus-wide index of the first packet, set on publish; lets live subscribers notice a loss.
     pub first_index: u64,
+    /// Per channel, how many packets of it the bus published before this batch; set on
+    /// publish, so a lagging subscriber can count what it lost of its own channels.
+    pub first_by_channel: Vec<u64>,
 }
 
 impl Batch {
@@ -160,6 +163,7 @@ impl Batch {
             data,
             packets: Vec::new(),
             first_index: 0,
+            first_by_channel: Vec::new(),
         }
     }
 
@@ -196,6 +200,7 @@ pub struct Bus {
 
 struct Publishing {
     next_index: u64,
+    next_by_channel: Vec<u64>,
     lossless: Vec<(Interest, mpsc::Sender<Arc<Batch>>)>,
     closed: bool,
 }
@@ -208,6 +213,7 @@ impl Bus {
         Bus {
             publishing: Mutex::new(Publishing {
                 next_index: 0,
+                next_by_channel: Vec::new(),
                 lossless: Vec::new(),
                 closed: false,
             }),
@@ -226,7 +232,7 @@ impl Bus {
         LiveSubscription {
             rx: self.live.subscribe(),
             channels,
-            next_index: None,
+            next: None,
             pending: None,
         }
     }
@@ -242,6 +248,8 @@ impl Bus {
         }
         batch.first_index = publishing.next_index;
         publishing.next_index += batch.packets.len() as u64;
+        batch.first_by_channel = publishing.next_by_channel.clone();
+        count_by_channel(&mut publishing.next_by_channel, &batch.packets);
         let batch = Arc::new(batch);
         for (interest, tx) in &publishing.lossless {
             if interest.wants(batch.packet_type) {
@@ -261,10 +269,22 @@ impl Bus {
     }
 }
 
+/// Adds `packets` to per-channel counts.
+fn count_by_channel(counts: &mut Vec<u64>, packets: &[PacketRef]) {
+    for packet in packets {
+        let channel = usize::from(packet.channel);
+        if channel >= counts.len() {
+            counts.resize(channel + 1, 0);
+        }
+        counts[channel] += 1;
+    }
+}
+
 pub struct LiveSubscription {
     rx: broadcast::Receiver<Arc<Batch>>,
     channels: ChannelSet,
-    next_index: Option<u64>,
+    /// What the next batch should start with, bus-wide and per channel.
+    next: Option<(u64, Vec<u64>)>,
     /// A batch received right after a loss, delivered on the next call.
     pending: Option<Arc<Batch>>,
 }
@@ -272,8 +292,8 @@ pub struct LiveSubscription {
 #[derive(Debug)]
 pub enum LiveEvent {
     Batch(Arc<Batch>),
-    /// This many packets (of all channels) were published while the subscriber lagged.
-    Lost(u64),
+    /// Packets of subscribed channels published while the subscriber lagged, by channel.
+    Lost(Vec<(ChannelId, u64)>),
     Closed,
 }
 
@@ -289,15 +309,30 @@ impl LiveSubscription {
                     Err(broadcast::error::RecvError::Closed) => return LiveEvent::Closed,
                 },
             };
-            if let Some(expected) = self.next_index
+            if let Some((expected, expected_by_channel)) = self.next.take()
                 && batch.first_index > expected
             {
-                let lost = batch.first_index - expected;
-                self.next_index = Some(batch.first_index);
-                self.pending = Some(batch);
-                return LiveEvent::Lost(lost);
+                let lost: Vec<(ChannelId, u64)> = (0..batch.first_by_channel.len())
+                    .map(|c| c as ChannelId)
+                    .filter(|&c| self.channels.contains(c))
+                    .map(|c| {
+                        let published = batch.first_by_channel[usize::from(c)];
+                        let seen = expected_by_channel.get(usize::from(c)).copied();
+                        (c, published - seen.unwrap_or(0))
+                    })
+                    .filter(|&(_, count)| count > 0)
+                    .collect();
+                if !lost.is_empty() {
+                    self.pending = Some(batch);
+                    return LiveEvent::Lost(lost);
+                }
             }
-            self.next_index = Some(batch.first_index + batch.packets.len() as u64);
+            let mut next_by_channel = batch.first_by_channel.clone();
+            count_by_channel(&mut next_by_channel, &batch.packets);
+            self.next = Some((
+                batch.first_index + batch.packets.len() as u64,
+                next_by_channel,
+            ));
             if batch
                 .packets
                 .iter()
@@ -405,9 +440,61 @@ mod tests {
                 .unwrap();
         }
         // Capacity 2: the first three of the five batches (9 packets) are gone.
-        assert!(matches!(slow.recv().await, LiveEvent::Lost(9)));
+        match slow.recv().await {
+            LiveEvent::Lost(lost) => assert_eq!(lost, [(0, 9)]),
+            other => panic!("{other:?}"),
+        }
         match slow.recv().await {
             LiveEvent::Batch(b) => assert_eq!(b.first_index, 10),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_counts_only_what_it_lost_of_its_own_channels() {
+        let table = table();
+        let bus = Bus::new(2);
+        let mut commands_only =
+            bus.subscribe_live(ChannelSet::named(&table, &["cmd".into()]).unwrap());
+        bus.publish(batch(PacketType::Telecommand, &[1]))
+            .await
+            .unwrap();
+        assert!(matches!(commands_only.recv().await, LiveEvent::Batch(_)));
+        // Lost while lagging: 2 command packets among 8 housekeeping ones.
+        for channels in [&[0, 0, 1, 0][..], &[0, 0, 0], &[1, 0]] {
+            let packet_type = if channels.contains(&1) {
+                PacketType::Telecommand
+            } else {
+                PacketType::Telemetry
+            };
+            bus.publish(batch(packet_type, channels)).await.unwrap();
+        }
+        bus.publish(batch(PacketType::Telemetry, &[0]))
+            .await
+            .unwrap();
+        bus.publish(batch(PacketType::Telecommand, &[1, 1]))
+            .await
+            .unwrap();
+        match commands_only.recv().await {
+            LiveEvent::Lost(lost) => assert_eq!(lost, [(1, 2)]),
+            other => panic!("{other:?}"),
+        }
+        match commands_only.recv().await {
+            LiveEvent::Batch(b) => assert_eq!(b.packets.len(), 2),
+            other => panic!("{other:?}"),
+        }
+
+        // A loss of other channels only is no loss to this subscriber.
+        for _ in 0..3 {
+            bus.publish(batch(PacketType::Telemetry, &[0]))
+                .await
+                .unwrap();
+        }
+        bus.publish(batch(PacketType::Telecommand, &[1]))
+            .await
+            .unwrap();
+        match commands_only.recv().await {
+            LiveEvent::Batch(b) => assert_eq!(b.first_index, 16),
             other => panic!("{other:?}"),
         }
     }

@@ -8,7 +8,7 @@
 //! | 1 SUBSCRIBE | client | JSON `{"channels":[..], "from":.., "to":.., "pace":"fast"\|"original"}` |
 //! | 2 PACKET | both | 8-octet receive time (ns since epoch), 1-octet direction (0 TM, 1 TC), the packet |
 //! | 3 END | server | playback complete; the server closes |
-//! | 4 LOST | server | 8-octet count of packets published while this subscriber lagged |
+//! | 4 LOST | server | 8-octet count of packets of its channels published while this subscriber lagged |
 //! | 5 ERROR | server | UTF-8 text: a bad request |
 //! | 6 REFUSED | server | the refused TC's 6-octet primary header, then the reason as UTF-8 |
 //!
@@ -239,9 +239,12 @@ async fn run_session(
                         }
                     }
                 }
-                LiveEvent::Lost(count) => {
-                    fe.metrics.dropped(DropReason::SubscriberLag, None, count);
-                    send_frame(&mut sink, &Frame::Lost(count)).await?;
+                LiveEvent::Lost(by_channel) => {
+                    for &(channel, count) in &by_channel {
+                        fe.metrics.dropped(DropReason::SubscriberLag, Some(channel), count);
+                    }
+                    let total = by_channel.iter().map(|(_, count)| count).sum();
+                    send_frame(&mut sink, &Frame::Lost(total)).await?;
                 }
                 LiveEvent::Closed => return Ok(()),
             },
