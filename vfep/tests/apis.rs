@@ -91,6 +91,11 @@ async fn xml_and_json_responses_carry_the_same_data() {
     let problem: vfep::api::negotiate::Problem =
         get_xml(&setup.frontend_url("/api/v1/playback?channel=nope")).await;
     assert_eq!(problem.status, 400);
+    // A query that does not parse at all, too.
+    let problem: vfep::api::negotiate::Problem =
+        get_xml(&setup.frontend_url("/api/v1/playback?limit=-1")).await;
+    assert_eq!(problem.status, 400);
+    assert!(problem.message.contains("limit"), "{problem:?}");
     let html = http()
         .get(setup.frontend_url("/api/v1/status"))
         .header("Accept", "text/html")

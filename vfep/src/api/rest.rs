@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
@@ -345,7 +346,7 @@ pub struct PlaybackQuery {
 async fn playback(
     State(fe): State<Arc<Frontend>>,
     headers: HeaderMap,
-    Query(query): Query<PlaybackQuery>,
+    query: Result<Query<PlaybackQuery>, QueryRejection>,
 ) -> Response {
     let offered = [MediaType::Json, MediaType::Xml, MediaType::OctetStream];
     let media = match Format::from_headers(&headers, &offered) {
@@ -357,6 +358,11 @@ async fn playback(
     } else {
         media
     });
+    // A bad query gets the same error body as every other bad request.
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return format.problem(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
     let names: Vec<String> = query.channel.iter().cloned().collect();
     let selection = ChannelSet::named(&fe.table, &names).and_then(|channels| {
         let apids: Vec<u16> = fe
