@@ -212,6 +212,24 @@ impl<'a> Applier<'a> {
         Ok(applied)
     }
 
+    /// Applies the desired recording claim if it exists, never creating it: while a GroundSystem
+    /// with retention `Retain` is deleted, this takes its owner reference off the claim so the
+    /// garbage collector leaves the recording.
+    pub async fn release_recording(
+        &mut self,
+        instance: &Instance<'_>,
+        desired: &Desired,
+    ) -> Result<(), Error> {
+        for (volume, claim) in &desired.volumes {
+            if *volume == Volume::Recording
+                && let Some(version) = self.current_version(instance, claim).await?
+            {
+                self.apply(claim, Some(version)).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes `name` if this GroundSystem controls it; an object of that name that belongs to
     /// someone else is left alone.
     async fn delete_owned<K>(&mut self, instance: &Instance<'_>, name: &str) -> Result<(), Error>

@@ -41,6 +41,7 @@ use crate::{
     },
     crd::{GroundSystem, GroundSystemStatus},
     metrics::Metrics,
+    retention,
     status::{self, RolloutBlocked},
     validate::{InvalidSpec, validate},
 };
@@ -178,7 +179,11 @@ where
 
 async fn reconcile(gs: Arc<GroundSystem>, context: Arc<Context>) -> Result<Action, Error> {
     if gs.metadata.deletion_timestamp.is_some() {
-        // Owner references let the garbage collector remove the children.
+        // Owner references let the garbage collector remove the children; a held recording
+        // first gets the retention in force now.
+        if retention::held(&gs) {
+            finish_deletion(&gs, &context).await?;
+        }
         context.backoff.reset(&ObjectRef::from_obj(gs.as_ref()));
         return Ok(Action::await_change());
     }
@@ -205,9 +210,31 @@ async fn reconcile(gs: Arc<GroundSystem>, context: Arc<Context>) -> Result<Actio
     }
 }
 
+/// A deleted GroundSystem that holds the retention finalizer: with `Retain`, take the owner
+/// reference off the recording claim, then let the deletion go on.
+async fn finish_deletion(gs: &GroundSystem, context: &Context) -> Result<(), Error> {
+    if !retention::wanted(gs) {
+        let instance = Instance::resolve(gs, &context.settings.default_image)?;
+        let mut applier = Applier::new(
+            context.client.clone(),
+            &instance.namespace,
+            &context.metrics,
+        );
+        applier
+            .release_recording(&instance, &build::desired(&instance))
+            .await?;
+        report_changes(context, gs, &applier.changes).await;
+    }
+    retention::remove(&context.client, gs).await
+}
+
 /// dereference -> validate -> build -> apply -> status.
 async fn reconcile_pipeline(gs: &GroundSystem, context: &Context) -> Result<(), Error> {
     let instance = Instance::resolve(gs, &context.settings.default_image)?;
+    // Before the recording claim can get an owner reference (see `retention`).
+    if retention::wanted(gs) && !retention::held(gs) {
+        retention::add(&context.client, gs).await?;
+    }
     let mut failure = None;
     let (observed, blocked) = if let Err(InvalidSpec(message)) = validate(&gs.spec) {
         // Keep the children on their last valid configuration.
@@ -229,7 +256,13 @@ async fn reconcile_pipeline(gs: &GroundSystem, context: &Context) -> Result<(), 
         // Report what was written even when a later write failed.
         report_changes(context, gs, &applier.changes).await;
         match applied {
-            Ok(observed) => (observed, None),
+            Ok(observed) => {
+                // The claim has no owner reference any more: nothing left to hold.
+                if !retention::wanted(gs) && retention::held(gs) {
+                    retention::remove(&context.client, gs).await?;
+                }
+                (observed, None)
+            }
             Err(error) => {
                 let blocked = RolloutBlocked {
                     reason: status::APPLY_FAILED,

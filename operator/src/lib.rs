@@ -12,6 +12,7 @@ pub mod crd;
 mod error;
 pub mod leader;
 pub mod metrics;
+pub mod retention;
 pub mod status;
 pub mod validate;
 

@@ -73,13 +73,18 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{/* What the operator may do to the objects it reconciles, wherever it watches them. Keep in step
 with the operator's calls (operator/src): nothing more. */}}
 {{- define "vgs-operator.rules" -}}
-# GroundSystems: watched, and their status written (server-side apply of the status subresource).
+# GroundSystems: watched, their status written (server-side apply of the status subresource), and
+# the recording-retention finalizer added and removed (a JSON patch of metadata.finalizers;
+# groundsystems/finalizers for clusters that enforce owner-reference permissions).
 - apiGroups: [vgs.io]
   resources: [groundsystems]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [vgs.io]
   resources: [groundsystems/status]
   verbs: [patch]
+- apiGroups: [vgs.io]
+  resources: [groundsystems/finalizers]
+  verbs: [update]
 # Children, written by server-side apply (create + patch), read before each write (get) and watched
 # (list, watch). Only the simulator's Deployment and Service are ever deleted (spec.simulator.enabled:
 # false); the ConfigMap and the claims go with their GroundSystem through owner references, or stay

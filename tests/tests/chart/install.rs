@@ -280,6 +280,15 @@ async fn single_namespace_install_operator_upgrade_uninstall() -> Result<()> {
     let n = ns.name.as_str();
     let yes: &[&[&str]] = &[
         &["get", "groundsystems.vgs.io", "-n", n],
+        // The recording-retention finalizer.
+        &["patch", "groundsystems.vgs.io", "-n", n],
+        &[
+            "update",
+            "groundsystems.vgs.io",
+            "--subresource=finalizers",
+            "-n",
+            n,
+        ],
         &["list", "groundsystems.vgs.io", "-n", n],
         &["watch", "groundsystems.vgs.io", "-n", n],
         &[
@@ -307,7 +316,6 @@ async fn single_namespace_install_operator_upgrade_uninstall() -> Result<()> {
         &["list", "secrets", "-n", n],
         &["delete", "groundsystems.vgs.io", "-n", n],
         &["update", "groundsystems.vgs.io", "-n", n],
-        &["patch", "groundsystems.vgs.io", "-n", n],
         &["create", "groundsystems.vgs.io", "-n", n],
         &[
             "update",

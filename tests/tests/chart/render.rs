@@ -16,7 +16,8 @@ const OPERATOR_RULES: &[&str] = &[
     "/services get,list,watch,create,patch,delete",
     "apps/deployments get,list,watch,create,patch,delete",
     "events.k8s.io/events create,patch",
-    "vgs.io/groundsystems get,list,watch",
+    "vgs.io/groundsystems get,list,watch,patch",
+    "vgs.io/groundsystems/finalizers update",
     "vgs.io/groundsystems/status patch",
 ];
 

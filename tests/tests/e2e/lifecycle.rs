@@ -184,6 +184,56 @@ async fn a_recording_claim_deleted_by_hand_is_recreated_with_a_warning() -> Resu
     Ok(())
 }
 
+#[tokio::test]
+async fn a_groundsystem_deleted_right_after_going_back_to_retain_keeps_its_recording() -> Result<()>
+{
+    let delete = json!({ "recording": { "retentionPolicy": "Delete" } });
+    let (ns, mut operator) = ready_mission("retain-race", delete).await?;
+    let finalizer = "vgs.io/recording-retention".to_string();
+    let gs = ns.groundsystems().get("mission").await?;
+    assert!(gs.finalizers().contains(&finalizer), "{:?}", gs.metadata);
+    let claims = ns.api::<PersistentVolumeClaim>();
+    assert!(
+        !claims
+            .get("mission-recording")
+            .await?
+            .owner_references()
+            .is_empty()
+    );
+
+    // Back to Retain and deleted at once, while the operator is down (an upgrade, an outage):
+    // the claim still carries the owner reference.
+    operator.terminate(Duration::from_secs(10)).await?;
+    let retain = json!({ "recording": { "retentionPolicy": "Retain" } });
+    ns.apply_groundsystem("mission", retain).await?;
+    ns.groundsystems()
+        .delete("mission", &DeleteParams::default())
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        ns.groundsystems().get_opt("mission").await?.is_some(),
+        "the finalizer holds the deletion until the operator has applied Retain"
+    );
+
+    let operator = Operator::start(&ns.name, 300).await?;
+    wait_gone(&ns.groundsystems(), "mission")
+        .await
+        .with_context(|| operator.log_tail())?;
+    // The garbage collector has run (the config claim went with its owner); the recording stays.
+    wait_gone(&claims, "mission-config").await?;
+    let recording = claims.get("mission-recording").await?;
+    assert!(recording.owner_references().is_empty());
+
+    // A Retain GroundSystem (the default) holds no finalizer: deleting it needs no operator.
+    ns.apply_groundsystem("plain", json!({})).await?;
+    wait_ready(&ns, "plain", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+    let plain = ns.groundsystems().get("plain").await?;
+    assert!(!plain.finalizers().contains(&finalizer));
+    Ok(())
+}
+
 /// Waits until `name` exists again, as a new object (another uid).
 async fn wait_recreated<K>(api: &Api<K>, name: &str, original_uid: Option<String>) -> Result<()>
 where
