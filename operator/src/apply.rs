@@ -122,7 +122,10 @@ impl<'a> Applier<'a> {
             }
         }
         for (workload, service_version, deployment_version) in workloads {
-            if let Err(error) = self.apply(&workload.service, service_version).await {
+            if let Err(error) = self
+                .apply_service(instance, &workload.service, service_version)
+                .await
+            {
                 failures.push(error);
             }
             match self.apply(&workload.deployment, deployment_version).await {
@@ -138,6 +141,35 @@ impl<'a> Applier<'a> {
             self.delete_owned::<Service>(instance, &name).await?;
         }
         failures.into_iter().next().map_or(Ok(observed), Err)
+    }
+
+    /// Applies a Service; one that a hand edit made impossible to apply is replaced.
+    ///
+    /// Ports merge by port number, so a port another manager renumbered stays beside the one
+    /// the operator applies, and the two carry the same name: the API server then refuses
+    /// every apply (422), for good. A Service holds no data, so deleting and recreating it is
+    /// the repair (its cluster IP changes; its DNS name does not).
+    async fn apply_service(
+        &mut self,
+        instance: &Instance<'_>,
+        service: &Service,
+        version: Option<String>,
+    ) -> Result<(), Error> {
+        match self.apply(service, version.clone()).await {
+            Err(Error::Kube { source, .. })
+                if version.is_some()
+                    && matches!(source.as_ref(), kube::Error::Api(status) if status.code == 422) =>
+            {
+                tracing::warn!(
+                    service = %service.name_any(),
+                    "the Service cannot take the desired spec beside fields another manager set; recreating it"
+                );
+                self.delete_owned::<Service>(instance, &service.name_any())
+                    .await?;
+                self.apply(service, None).await.map(drop)
+            }
+            result => result.map(drop),
+        }
     }
 
     async fn read_metadata<K>(&self, name: &str) -> Result<Option<PartialObjectMeta<K>>, Error>

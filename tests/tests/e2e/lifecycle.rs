@@ -149,6 +149,45 @@ async fn children_deleted_or_edited_by_hand_are_restored() -> Result<()> {
     })
     .await
     .with_context(|| operator.log_tail())?;
+
+    // A renumbered Service port: ports merge by number, so the edited port would stay beside
+    // the applied one under the same name and every apply would be refused; the Service is
+    // replaced instead.
+    let ports = |service: Service| -> Vec<(Option<String>, i32)> {
+        let mut ports: Vec<_> = service
+            .spec
+            .and_then(|spec| spec.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|port| (port.name, port.port))
+            .collect();
+        ports.sort();
+        ports
+    };
+    let desired_ports = ports(services.get("mission-vfep").await?);
+    let renumber: json_patch::Patch = serde_json::from_value(json!([
+        { "op": "replace", "path": "/spec/ports/0/port", "value": 1234 }
+    ]))?;
+    services
+        .patch(
+            "mission-vfep",
+            &PatchParams::default(),
+            &Patch::Json::<()>(renumber),
+        )
+        .await?;
+    eventually(
+        "the renumbered Service port to be restored",
+        TIMEOUT,
+        || async {
+            let now = ports(services.get("mission-vfep").await?);
+            Ok((now == desired_ports).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| operator.log_tail())?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
     Ok(())
 }
 
