@@ -28,6 +28,7 @@ use crate::{
         Desired, Instance, Role, Volume,
         labels::{GROUNDSYSTEM_LABEL, MANAGED_BY_LABEL, MANAGER},
     },
+    error::ClaimRefusal,
     metrics::Metrics,
     status::Observed,
 };
@@ -118,7 +119,7 @@ impl<'a> Applier<'a> {
                 Ok(claim) => {
                     observed.claims.insert(volume, claim);
                 }
-                Err(error) => failures.push(error),
+                Err(error) => failures.push(self.explain_claim_refusal(volume, claim, error).await),
             }
         }
         for (workload, service_version, deployment_version) in workloads {
@@ -141,6 +142,53 @@ impl<'a> Applier<'a> {
             self.delete_owned::<Service>(instance, &name).await?;
         }
         failures.into_iter().next().map_or(Ok(observed), Err)
+    }
+
+    /// A size change the API server refused for a claim, said in terms of the spec: the field,
+    /// what the claim has, and the value that applies. (Its message alone names neither.)
+    async fn explain_claim_refusal(
+        &self,
+        volume: Volume,
+        desired: &PersistentVolumeClaim,
+        error: Error,
+    ) -> Error {
+        let Error::Kube { detail, .. } = &error else {
+            return error;
+        };
+        let storage = |claim: &PersistentVolumeClaim| {
+            claim
+                .spec
+                .as_ref()?
+                .resources
+                .as_ref()?
+                .requests
+                .as_ref()?
+                .get("storage")
+                .map(|quantity| quantity.0.clone())
+        };
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), self.namespace);
+        let Ok(Some(current)) = api.get_opt(&desired.name_any()).await else {
+            return error;
+        };
+        let (Some(has), Some(wanted)) = (storage(&current), storage(desired)) else {
+            return error;
+        };
+        if has == wanted {
+            return error;
+        }
+        let class = current
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.storage_class_name.clone())
+            .unwrap_or_else(|| "none".to_owned());
+        Error::ClaimRefused(Box::new(ClaimRefusal {
+            field: format!("spec.{}.size", volume.component()),
+            name: desired.name_any(),
+            has,
+            wanted,
+            class,
+            detail: detail.clone(),
+        }))
     }
 
     /// Applies a Service; one that a hand edit made impossible to apply is replaced.

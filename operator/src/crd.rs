@@ -137,7 +137,11 @@ pub struct GroundSystemSpec {
     /// Container image for all three roles (vFEP, ground system, simulator), e.g.
     /// `ghcr.io/vgs-io/vfep:0.1.0`. Defaults to the operator's `--default-image`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 512), pattern(IMAGE_REFERENCE_PATTERN))]
+    #[schemars(length(min = 1, max = 512))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": format!("self.matches('{}')", IMAGE_REFERENCE_PATTERN.replace('\\', "\\\\")),
+        "message": "must be a container image reference such as ghcr.io/vgs-io/vfep:0.1.0: [registry[:port]/]repository[:tag][@digest], the repository in lower case, a non-empty tag"
+    }]))]
     pub image: Option<String>,
 
     /// Image pull policy for all containers. Defaults to the Kubernetes default (`Always` for
@@ -605,13 +609,13 @@ impl Default for GroundSystemSpec {
 ]))]
 pub struct VolumeSpec {
     /// Requested size in bytes as a quantity string with a suffix such as Mi or Gi, e.g. `1Gi` or
-    /// `500Mi` (no `m`: that would be thousandths of a byte).
+    /// `500Mi` (no `m`: that would be thousandths of a byte); at least `1Mi`.
     #[serde(default = "default_volume_size")]
     #[schemars(length(min = 1, max = 32), pattern(BYTES_PATTERN))]
     #[schemars(extend("x-kubernetes-validations" = [
         {
-            "rule": "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
-            "message": "size must be a positive quantity such as 1Gi"
+            "rule": "isQuantity(self) && quantity(self).compareTo(quantity('1Mi')) >= 0",
+            "message": "size must be at least 1Mi, with a suffix such as Mi or Gi (e.g. 1Gi)"
         },
         {
             "rule": "!self.endsWith('m')",

@@ -20,6 +20,10 @@ pub enum Error {
         groundsystem: String,
     },
 
+    /// The API server refused to resize a claim to the spec's size.
+    #[error("{0}")]
+    ClaimRefused(Box<ClaimRefusal>),
+
     #[error("{MANAGER} could not {action} {kind} {name}: {detail}")]
     Kube {
         action: &'static str,
@@ -52,6 +56,7 @@ impl Error {
         match self {
             Self::MissingMetadata(_) => "missing_metadata".to_owned(),
             Self::ChildConflict { .. } => "child_conflict".to_owned(),
+            Self::ClaimRefused(_) => "claim_refused".to_owned(),
             Self::Kube { action, source, .. } => match source.as_ref() {
                 kube::Error::Api(status) if !status.reason.is_empty() => {
                     format!("{action}_{}", status.reason.to_lowercase())
@@ -61,4 +66,20 @@ impl Error {
             },
         }
     }
+}
+
+/// A claim that could not take the spec's size, in terms of the spec.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{field}: PersistentVolumeClaim {name} has {has} (storage class {class}) and cannot become \
+     {wanted}: {detail}. Set {field} back to {has}, or larger only if the storage class allows \
+     volume expansion"
+)]
+pub struct ClaimRefusal {
+    pub field: String,
+    pub name: String,
+    pub has: String,
+    pub wanted: String,
+    pub class: String,
+    pub detail: String,
 }

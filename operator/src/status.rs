@@ -306,9 +306,10 @@ fn conditions(
                         || "no storage class and no default StorageClass".to_owned(),
                         |class| format!("storage class {class:?}"),
                     );
+                let namespace = gs.namespace().unwrap_or_default();
                 in_progress.push(format!(
                     "{field}: PersistentVolumeClaim {name} is Pending ({class}); \
-                     `kubectl describe pvc {name}` shows why"
+                     `kubectl describe pvc {name} -n {namespace}` shows why"
                 ));
             }
             _ => {}

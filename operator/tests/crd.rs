@@ -160,11 +160,14 @@ fn component_ports_must_be_distinct() {
 }
 
 #[test]
-fn storage_size_must_be_positive() {
-    assert_rejected(
-        json!({"recording": {"size": "0"}}),
-        "size must be a positive quantity",
-    );
+fn storage_size_must_be_at_least_a_mebibyte() {
+    for size in ["0", "0.1", "1", "1023Ki"] {
+        assert_rejected(
+            json!({"recording": {"size": size}}),
+            "size must be at least 1Mi",
+        );
+    }
+    assert!(violations(json!({"recording": {"size": "1Mi"}}), None).is_empty());
 }
 
 #[test]

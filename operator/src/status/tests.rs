@@ -343,9 +343,9 @@ fn a_pending_volume_is_named_while_not_ready() {
     assert_eq!(
         ready.message,
         "recording: PersistentVolumeClaim demo-recording is Pending (storage class \"fast-ssd\"); \
-         `kubectl describe pvc demo-recording` shows why; \
+         `kubectl describe pvc demo-recording -n mission` shows why; \
          config: PersistentVolumeClaim demo-config is Pending (no storage class and no default \
-         StorageClass); `kubectl describe pvc demo-config` shows why"
+         StorageClass); `kubectl describe pvc demo-config -n mission` shows why"
     );
     assert_eq!(condition(&status, PROGRESSING).status, "True");
     assert_eq!(condition(&status, DEGRADED).status, "False");

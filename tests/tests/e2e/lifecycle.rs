@@ -520,7 +520,10 @@ async fn a_claim_that_cannot_grow_does_not_hold_back_the_rest_of_a_change() -> R
         .await
         .with_context(|| operator.log_tail())?;
     assert!(
-        message.contains("PersistentVolumeClaim mission-recording"),
+        message.contains(
+            "spec.recording.size: PersistentVolumeClaim mission-recording has 1Gi (storage class \
+             kwok-volume) and cannot become 2Gi"
+        ) && message.contains("Set spec.recording.size back to 1Gi"),
         "{message}"
     );
     let deployments = ns.api::<Deployment>();

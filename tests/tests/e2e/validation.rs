@@ -129,8 +129,15 @@ async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
             json!({ "recording": { "size": "ten gigs" } }),
             "spec.recording.size",
         ),
-        (json!({ "image": "ghcr.io/VGS/vfep:1" }), "spec.image"),
-        (json!({ "image": "vfep:" }), "spec.image"),
+        (
+            json!({ "image": "ghcr.io/VGS/vfep:1" }),
+            "spec.image: Invalid value: \"ghcr.io/VGS/vfep:1\": must be a container image reference",
+        ),
+        (json!({ "image": "vfep:" }), "the repository in lower case, a non-empty tag"),
+        (
+            json!({ "recording": { "size": "0.1" } }),
+            "spec.recording.size: Invalid value: \"0.1\": size must be at least 1Mi",
+        ),
         (
             json!({ "recording": { "retentionPolicy": "Forget" } }),
             "spec.recording.retentionPolicy",
