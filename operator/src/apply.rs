@@ -152,9 +152,14 @@ impl<'a> Applier<'a> {
         desired: &PersistentVolumeClaim,
         error: Error,
     ) -> Error {
-        let Error::Kube { detail, .. } = &error else {
+        // Only a refusal (invalid or forbidden), not a failure to reach the API server.
+        let Error::Kube { detail, source, .. } = &error else {
             return error;
         };
+        if !matches!(source.as_ref(), kube::Error::Api(status) if [403, 422].contains(&status.code))
+        {
+            return error;
+        }
         let storage = |claim: &PersistentVolumeClaim| {
             claim
                 .spec
