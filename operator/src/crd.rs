@@ -21,6 +21,9 @@ const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 /// RFC 1123 DNS subdomain, as used for StorageClass names.
 const DNS_SUBDOMAIN_PATTERN: &str =
     r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A host name (RFC 1123, any case) or an IPv4 address, which the same pattern covers.
+const HOST_PATTERN: &str =
+    r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?)*$";
 /// A container image reference, `[registry[:port]/]repository[:tag][@digest]`, following the
 /// grammar of the distribution project (what container runtimes accept): a lowercase repository,
 /// a tag of at most 128 word characters, dots and dashes, a digest of at least 32 hex digits.
@@ -72,6 +75,8 @@ const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 /// terminates the vehicle's telemetry and command links and records every packet, the ground
 /// system that subscribes to it, and optionally a vehicle simulator feeding it. Every field has a
 /// default, so `spec: {}` is a complete GroundSystem.
+///
+/// The links of the vFEP go to the simulator, or to `spec.vehicle` when the simulator is off.
 // Each printcolumn repeats `type_ = "string"`, which clippy mistakes for a duplicated attribute.
 #[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -133,6 +138,11 @@ const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.vehicle) || (has(self.simulator) && has(self.simulator.enabled) && !self.simulator.enabled)",
+    "message": "must be false when spec.vehicle is set: the vFEP's links go to the vehicle, so the simulator would run unconnected; set simulator.enabled: false, or remove spec.vehicle to use the simulator",
+    "fieldPath": ".simulator.enabled"
+}]))]
 pub struct GroundSystemSpec {
     /// Container image for all three roles (vFEP, ground system, simulator), e.g.
     /// `ghcr.io/vgs-io/vfep:0.1.0`. Defaults to the operator's `--default-image`.
@@ -169,6 +179,13 @@ pub struct GroundSystemSpec {
     /// telemetry for every telemetry channel.
     #[serde(default)]
     pub simulator: SimulatorSpec,
+
+    /// The vehicle the vFEP's links connect to when it is not the simulator: a real vehicle, or a
+    /// ground station's TM/TC service. Requires `simulator.enabled: false`. Omitted, the links go
+    /// to the simulator's Service (and with the simulator off, the vFEP serves its recordings with
+    /// its links down).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vehicle: Option<VehicleSpec>,
 
     /// Packet channels: which APIDs the vFEP routes, in which direction. Channel names are
     /// unique. Defaults to one `housekeeping` telemetry channel (APIDs 100 and 101, 1 Hz) and one
@@ -282,6 +299,50 @@ impl Default for SimulatorSpec {
 
 fn default_true() -> bool {
     true
+}
+
+/// A vehicle's link endpoint and the packet format on its links.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": format!("self.host.matches('{}')", HOST_PATTERN.replace('\\', "\\\\")),
+        "messageExpression": "'host (' + self.host + ') must be a DNS name such as tmtc.station.example.org or an IPv4 address'",
+        "message": "host must be a DNS name or an IPv4 address",
+        "fieldPath": ".host"
+    },
+    {
+        "rule": "self.tmPort != self.tcPort",
+        "messageExpression": "'tmPort and tcPort are both ' + string(self.tmPort) + ': the telemetry and command links need their own ports'",
+        "message": "tmPort and tcPort must differ",
+        "fieldPath": ".tcPort"
+    }
+]))]
+pub struct VehicleSpec {
+    /// DNS name or IPv4 address of the vehicle's link endpoint, e.g. `tmtc.station.example.org`.
+    #[schemars(length(min = 1, max = 253))]
+    pub host: String,
+    /// TCP port the vehicle serves its telemetry on; the vFEP connects to it.
+    #[serde(default = "default_tm_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub tm_port: i32,
+    /// TCP port the vehicle takes commands on; the vFEP connects to it.
+    #[serde(default = "default_tc_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub tc_port: i32,
+    /// Whether every packet on the links ends with the CRC-16/CCITT-FALSE packet error control
+    /// field. A property of the mission's packet format: packets that disagree are dropped.
+    #[serde(default = "default_true")]
+    pub packet_error_control: bool,
+    /// Longest packet accepted, in octets with the primary header (and CRC); longer ones are
+    /// dropped as oversize.
+    #[serde(default = "default_max_packet_length")]
+    #[schemars(range(min = 9, max = 65542))]
+    pub max_packet_length: i32,
+}
+
+fn default_max_packet_length() -> i32 {
+    4096
 }
 
 /// Ports of the vFEP container.
@@ -582,6 +643,7 @@ impl Default for GroundSystemSpec {
             vfep: ComponentSpec::default(),
             ground_system: ComponentSpec::default(),
             simulator: SimulatorSpec::default(),
+            vehicle: None,
             channels: default_channels(),
             recording: RecordingSpec::default(),
             config: VolumeSpec::default(),

@@ -351,3 +351,61 @@ fn milli_bytes_are_explained() {
         .is_empty()
     );
 }
+
+#[test]
+fn a_real_vehicle_replaces_the_simulator() {
+    let vehicle = json!({"host": "tmtc.station-1.example.org", "tmPort": 5001, "tcPort": 5002});
+    assert!(
+        violations(
+            json!({"vehicle": vehicle, "simulator": {"enabled": false}}),
+            None
+        )
+        .is_empty()
+    );
+    assert_rejected(
+        json!({"vehicle": vehicle, "simulator": {"enabled": true}}),
+        "spec.simulator.enabled: must be false when spec.vehicle is set",
+    );
+    // The API server fills in `enabled: true`; a spec that leaves it out is refused as well.
+    assert_rejected(
+        json!({"vehicle": vehicle}),
+        "set simulator.enabled: false, or remove spec.vehicle",
+    );
+    let off = |vehicle: Value| json!({"vehicle": vehicle, "simulator": {"enabled": false}});
+    assert_rejected(
+        off(json!({"host": "10.0.0.7", "tmPort": 5001, "tcPort": 5001})),
+        "spec.vehicle.tcPort: tmPort and tcPort are both 5001",
+    );
+    for host in [
+        "tmtc station",
+        "fd00::7",
+        "-vehicle.example.org",
+        "vehicle.example.org.",
+    ] {
+        assert_rejected(
+            off(json!({"host": host, "tmPort": 5001, "tcPort": 5002})),
+            &format!("spec.vehicle.host: host ({host}) must be a DNS name"),
+        );
+    }
+    for host in ["10.0.0.7", "TMTC.Station-1.example.org", "vehicle"] {
+        let found = violations(
+            off(json!({"host": host, "tmPort": 5001, "tcPort": 5002})),
+            None,
+        );
+        assert!(found.is_empty(), "{host}: {found:?}");
+    }
+}
+
+#[test]
+fn vehicle_defaults_are_the_simulators_link_ports() {
+    let spec: GroundSystemSpec =
+        serde_json::from_value(json!({"vehicle": {"host": "vehicle"}})).unwrap();
+    let vehicle = spec.vehicle.unwrap();
+    let simulator = spec.simulator.component.ports;
+    assert_eq!(
+        (vehicle.tm_port, vehicle.tc_port),
+        (simulator.tm, simulator.tc)
+    );
+    assert!(vehicle.packet_error_control);
+    assert_eq!(vehicle.max_packet_length, 4096);
+}

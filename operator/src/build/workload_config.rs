@@ -23,13 +23,40 @@ struct WorkloadConfig<'a> {
     recording: Recording,
 }
 
-/// Where the vFEP connects its links: the simulator's listeners.
+/// Where the vFEP connects its links: `spec.vehicle`, or else the simulator's listeners (whose
+/// packet format is the workload's default).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Vehicle {
     host: String,
     tm_port: i32,
     tc_port: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    packet_error_control: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_packet_length: Option<i32>,
+}
+
+impl Vehicle {
+    fn of(instance: &Instance) -> Vehicle {
+        let spec = instance.spec;
+        match &spec.vehicle {
+            Some(vehicle) => Vehicle {
+                host: vehicle.host.clone(),
+                tm_port: vehicle.tm_port,
+                tc_port: vehicle.tc_port,
+                packet_error_control: Some(vehicle.packet_error_control),
+                max_packet_length: Some(vehicle.max_packet_length),
+            },
+            None => Vehicle {
+                host: instance.child_name(Role::Simulator.name_suffix()),
+                tm_port: spec.simulator.component.ports.tm,
+                tc_port: spec.simulator.component.ports.tc,
+                packet_error_control: None,
+                max_packet_length: None,
+            },
+        }
+    }
 }
 
 /// Where subscribers reach the vFEP.
@@ -59,15 +86,10 @@ pub struct RenderedConfig {
 
 pub fn render(instance: &Instance) -> RenderedConfig {
     let spec = instance.spec;
-    let simulator_ports = &spec.simulator.component.ports;
     let vfep_ports = &spec.vfep.ports;
     let config = WorkloadConfig {
         channels: &spec.channels,
-        vehicle: Vehicle {
-            host: instance.child_name(Role::Simulator.name_suffix()),
-            tm_port: simulator_ports.tm,
-            tc_port: simulator_ports.tc,
-        },
+        vehicle: Vehicle::of(instance),
         frontend: Frontend {
             host: instance.child_name(Role::Frontend.name_suffix()),
             http_port: vfep_ports.http,

@@ -335,10 +335,14 @@ async fn deletion_collects_children_and_keeps_recordings_unless_asked() -> Resul
 }
 
 #[tokio::test]
-async fn disabling_the_simulator_removes_its_deployment() -> Result<()> {
+async fn a_real_vehicle_in_place_of_the_simulator_removes_its_deployment() -> Result<()> {
     let (ns, operator) = ready_mission("nosim", json!({})).await?;
-    ns.apply_groundsystem("mission", json!({ "simulator": { "enabled": false } }))
-        .await?;
+    let vehicle = json!({ "host": "tmtc.station-1.example.org", "tmPort": 5001, "tcPort": 5002 });
+    ns.apply_groundsystem(
+        "mission",
+        json!({ "simulator": { "enabled": false }, "vehicle": vehicle }),
+    )
+    .await?;
     let gs = wait_ready(&ns, "mission", TIMEOUT)
         .await
         .with_context(|| operator.log_tail())?;
@@ -346,6 +350,15 @@ async fn disabling_the_simulator_removes_its_deployment() -> Result<()> {
     wait_gone(&ns.api::<Service>(), "mission-sim").await?;
     ns.api::<Deployment>().get("mission-vfep").await?;
     assert_eq!(gs.data["status"]["simulator"]["replicas"], "0/0");
+    let config = ns.api::<ConfigMap>().get("mission-channels").await?;
+    let file: serde_json::Value =
+        serde_yaml_ng::from_str(&config.data.unwrap_or_default()["vfep.yaml"])?;
+    assert_eq!(
+        file["vehicle"],
+        json!({ "host": "tmtc.station-1.example.org", "tmPort": 5001, "tcPort": 5002,
+                "packetErrorControl": true, "maxPacketLength": 4096 }),
+        "the vFEP's links go to spec.vehicle"
+    );
     Ok(())
 }
 

@@ -142,6 +142,14 @@ async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
             json!({ "recording": { "retentionPolicy": "Forget" } }),
             "spec.recording.retentionPolicy",
         ),
+        (
+            json!({ "vehicle": { "host": "tmtc.station-1.example.org" } }),
+            "spec.simulator.enabled: Invalid value: must be false when spec.vehicle is set",
+        ),
+        (
+            json!({ "simulator": { "enabled": false }, "vehicle": { "host": "fd00::7" } }),
+            "spec.vehicle.host: Invalid value: host (fd00::7) must be a DNS name",
+        ),
         // 0.1 byte: byte quantities take no milli suffix.
         (
             json!({ "recording": { "size": "100m" } }),
