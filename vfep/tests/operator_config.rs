@@ -46,7 +46,10 @@ fn the_workload_loads_every_config_the_operator_renders() {
     }
     let (_, minimal) = &configs[1];
     let vehicle = Config::parse(minimal).unwrap().vehicle;
-    assert_eq!(vehicle.host, "demo-sim", "links go to the simulator's Service");
+    assert_eq!(
+        vehicle.host, "demo-sim",
+        "links go to the simulator's Service"
+    );
     assert!(vehicle.packet_error_control);
 
     let (_, real_vehicle) = &configs[2];
@@ -55,6 +58,9 @@ fn the_workload_loads_every_config_the_operator_renders() {
         (vehicle.host.as_str(), vehicle.tm_port, vehicle.tc_port),
         ("tmtc.station-1.example.org", 5001, 5002)
     );
-    assert!(!vehicle.packet_error_control, "spec.vehicle.packetErrorControl");
+    assert!(
+        !vehicle.packet_error_control,
+        "spec.vehicle.packetErrorControl"
+    );
     assert_eq!(vehicle.max_packet_length, 4096);
 }
