@@ -374,7 +374,7 @@ fn a_real_vehicle_replaces_the_simulator() {
     let off = |vehicle: Value| json!({"vehicle": vehicle, "simulator": {"enabled": false}});
     assert_rejected(
         off(json!({"host": "10.0.0.7", "tmPort": 5001, "tcPort": 5001})),
-        "spec.vehicle.tcPort: tmPort and tcPort are both 5001",
+        "spec.vehicle.tcPort: tmPort and tcPort must differ",
     );
     for host in [
         "tmtc station",

@@ -147,6 +147,11 @@ async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
             "spec.simulator.enabled: Invalid value: must be false when spec.vehicle is set",
         ),
         (
+            json!({ "simulator": { "enabled": false },
+                    "vehicle": { "host": "tmtc", "tmPort": 5001, "tcPort": 5001 } }),
+            "spec.vehicle.tcPort: Invalid value: tmPort and tcPort must differ",
+        ),
+        (
             json!({ "simulator": { "enabled": false }, "vehicle": { "host": "fd00::7" } }),
             "spec.vehicle.host: Invalid value: host (fd00::7) must be a DNS name",
         ),
