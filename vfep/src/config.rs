@@ -157,6 +157,8 @@ impl Config {
     /// Parses and validates; the error is `field.path: problem`.
     pub fn parse(text: &str) -> Result<Config, String> {
         // serde quotes with backticks; the rest of our messages use double quotes.
+        // Editors on some systems save a byte order mark, which YAML parsers misread.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let config: Config =
             serde_yaml_ng::from_str(text).map_err(|e| e.to_string().replace('`', "\""))?;
         config.validate()?;
@@ -164,6 +166,26 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let required = [
+            (
+                "vehicle.host",
+                self.vehicle.host.is_empty(),
+                "the vehicle's (or simulator's) host name or address",
+            ),
+            (
+                "frontend.host",
+                self.frontend.host.is_empty(),
+                "the frontend's host name or address",
+            ),
+            (
+                "recording.dir",
+                self.recording.dir.as_os_str().is_empty(),
+                "the recording volume's mount path",
+            ),
+        ];
+        if let Some((field, _, what)) = required.iter().find(|(_, empty, _)| *empty) {
+            return Err(format!("{field}: must not be empty; give {what}"));
+        }
         if self.channels.is_empty() {
             return Err("channels: at least one channel is required".into());
         }
@@ -337,6 +359,29 @@ recording:
             error_of(&clash),
             "frontend.gemsPort: port 9000 is already frontend.httpPort; give each its own port"
         );
+    }
+
+    /// Found by a user: these were accepted, then failed later with a message that named
+    /// neither the field nor the file (or, for a BOM, a misleading one).
+    #[test]
+    fn empty_hosts_and_directory_and_a_byte_order_mark() {
+        let host = GOOD.replace("host: sim", "host: \"\"");
+        assert_eq!(
+            error_of(&host),
+            "vehicle.host: must not be empty; give the vehicle's (or simulator's) host name or address"
+        );
+        let host = GOOD.replace("host: vfep", "host: \"\"");
+        assert_eq!(
+            error_of(&host),
+            "frontend.host: must not be empty; give the frontend's host name or address"
+        );
+        let dir = GOOD.replace("dir: /data", "dir: \"\"");
+        assert_eq!(
+            error_of(&dir),
+            "recording.dir: must not be empty; give the recording volume's mount path"
+        );
+        let bom = format!("\u{feff}{GOOD}");
+        assert_eq!(Config::parse(&bom).unwrap(), Config::parse(GOOD).unwrap());
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 use vfep::config::Config;
@@ -58,13 +59,13 @@ struct FrontendArgs {
     #[command(flatten)]
     common: Common,
     /// Overrides frontend.httpPort.
-    #[arg(long, env = "VFEP_HTTP_PORT")]
+    #[arg(long, env = "VFEP_HTTP_PORT", value_parser = port())]
     http_port: Option<u16>,
     /// Overrides recording.dir.
     #[arg(long, env = "VFEP_RECORDING_DIR")]
     recording_dir: Option<PathBuf>,
     /// Overrides vehicle.host.
-    #[arg(long, env = "VFEP_VEHICLE_HOST")]
+    #[arg(long, env = "VFEP_VEHICLE_HOST", value_parser = NonEmptyStringValueParser::new())]
     vehicle_host: Option<String>,
 }
 
@@ -73,10 +74,10 @@ struct GroundArgs {
     #[command(flatten)]
     common: Common,
     /// Port of the REST API and web page.
-    #[arg(long, env = "VFEP_HTTP_PORT", default_value_t = 8081)]
+    #[arg(long, env = "VFEP_HTTP_PORT", default_value_t = 8081, value_parser = port())]
     http_port: u16,
     /// Overrides frontend.host.
-    #[arg(long, env = "VFEP_FRONTEND_HOST")]
+    #[arg(long, env = "VFEP_FRONTEND_HOST", value_parser = NonEmptyStringValueParser::new())]
     frontend_host: Option<String>,
 }
 
@@ -85,8 +86,13 @@ struct SimulatorArgs {
     #[command(flatten)]
     common: Common,
     /// Port of /healthz, /readyz, /metrics and the vehicle state.
-    #[arg(long, env = "VFEP_HTTP_PORT", default_value_t = 8082)]
+    #[arg(long, env = "VFEP_HTTP_PORT", default_value_t = 8082, value_parser = port())]
     http_port: u16,
+}
+
+/// Ports to listen on: 0 (any free port) is refused, as in the config file.
+fn port() -> clap::builder::RangedI64ValueParser<u16> {
+    clap::value_parser!(u16).range(1..)
 }
 
 fn main() -> ExitCode {

@@ -235,6 +235,11 @@ impl FrontendMetrics {
             "Recording write or fsync failures",
             recorder.errors.clone(),
         );
+        registry.register(
+            "vfep_recording_records_lost",
+            "Packets not recorded because the recording failed",
+            recorder.records_lost.clone(),
+        );
         metrics.registry = registry;
         metrics
     }

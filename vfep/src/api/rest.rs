@@ -76,6 +76,8 @@ pub struct Recording {
     /// Records covered by the last fsync: these survive a crash.
     pub records_durable: i64,
     pub errors: u64,
+    /// Packets not recorded because the recording failed.
+    pub records_lost: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +258,7 @@ async fn status(State(fe): State<Arc<Frontend>>, format: Format) -> Response {
             bytes: recorder.bytes.get(),
             records_durable: recorder.records_durable.get(),
             errors: recorder.errors.get(),
+            records_lost: recorder.records_lost.get(),
         },
     };
     format.render("status", &status)

@@ -36,6 +36,9 @@ pub const RECORD_HEADER_LEN: usize = 20;
 const SEGMENT_EXTENSION: &str = "vrec";
 /// Pending octets handed to the OS in one write.
 const WRITE_CHUNK: usize = 1024 * 1024;
+/// After a failure the recorder leaves the disk alone this long: a full or failing disk must not
+/// cost a new segment and a log line per packet.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// Counters shared with the metrics registry and the APIs.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +48,8 @@ pub struct RecorderStats {
     /// Records covered by the last successful fsync.
     pub records_durable: Gauge,
     pub errors: Counter,
+    /// Packets not recorded because the recording failed (the live data path carried them).
+    pub records_lost: Counter,
 }
 
 /// A record as stored.
@@ -234,18 +239,23 @@ pub struct Recorder {
     unsynced_records: u64,
     pending_records: u64,
     durable_records: u64,
+    /// Set by a failure: until then, packets are counted as lost instead of written.
+    retry_at: Option<Instant>,
+    retry_after: Duration,
     stats: RecorderStats,
 }
 
 impl Recorder {
     /// Opens the recording directory, recovering from a crash first. New records go to a new
-    /// segment, so a recovered segment is never appended to.
+    /// segment, so a recovered segment is never appended to. A directory that cannot be written
+    /// is an error now, not a failure at the first packet.
     pub fn open(
         dir: &Path,
         segment_size: u64,
         stats: RecorderStats,
     ) -> io::Result<(Recorder, Recovery)> {
         fs::create_dir_all(dir)?;
+        check_writable(dir)?;
         let recovery = recover(dir)?;
         let next_index = list_segments(dir)?.last().map_or(1, |s| s.index + 1);
         let recorder = Recorder {
@@ -257,11 +267,14 @@ impl Recorder {
             unsynced_records: 0,
             pending_records: 0,
             durable_records: 0,
+            retry_at: None,
+            retry_after: RETRY_AFTER_FAILURE,
             stats,
         };
         Ok((recorder, recovery))
     }
 
+    /// Appends one record to the pending buffer; on an error it is not in it.
     pub fn append(
         &mut self,
         received_ns: u64,
@@ -285,15 +298,27 @@ impl Recorder {
         segment.len += (self.pending.len() - before) as u64;
         segment.records += 1;
         self.pending_records += 1;
-        if self.pending.len() >= WRITE_CHUNK {
-            self.flush()?;
-        }
         Ok(())
     }
 
+    /// Appends a batch, handing full chunks to the OS. After a failure, and until the retry is
+    /// due, the batch is only counted as lost.
     pub fn append_batch(&mut self, batch: &Batch) -> io::Result<()> {
-        for packet in &batch.packets {
-            self.append(batch.received_ns, batch.packet_type, batch.bytes(packet))?;
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            self.stats.records_lost.inc_by(batch.packets.len() as u64);
+            return Ok(());
+        }
+        for (i, packet) in batch.packets.iter().enumerate() {
+            let appended = self.append(batch.received_ns, batch.packet_type, batch.bytes(packet));
+            if let Err(error) = appended {
+                self.stats
+                    .records_lost
+                    .inc_by((batch.packets.len() - i) as u64);
+                return Err(error);
+            }
+        }
+        if self.pending.len() >= WRITE_CHUNK {
+            self.flush()?;
         }
         Ok(())
     }
@@ -308,6 +333,13 @@ impl Recorder {
             .as_mut()
             .expect("pending records have a segment");
         segment.file.write_all(&self.pending)?;
+        if self.retry_at.take().is_some() {
+            tracing::info!(
+                dir = %self.dir.display(),
+                records_lost = self.stats.records_lost.get(),
+                "recording resumed"
+            );
+        }
         let written_from = segment.len - self.pending.len() as u64;
         start_writeback(&segment.file, written_from, self.pending.len() as u64);
         self.stats.records.inc_by(self.pending_records);
@@ -346,9 +378,17 @@ impl Recorder {
             .create_new(true)
             .append(true)
             .open(&path)?;
-        file.write_all(SEGMENT_MAGIC)?;
-        sync_dir(&self.dir)?;
+        // The index is taken once the file exists, whatever happens next.
         self.next_index += 1;
+        if let Err(error) = file
+            .write_all(SEGMENT_MAGIC)
+            .and_then(|()| sync_dir(&self.dir))
+        {
+            // It holds no record; recovery would remove it too, but a full disk would pile
+            // them up until then.
+            let _ = fs::remove_file(&path);
+            return Err(error);
+        }
         self.segment = Some(OpenSegment {
             file,
             len: SEGMENT_MAGIC.len() as u64,
@@ -363,13 +403,46 @@ impl Recorder {
         Ok(())
     }
 
-    /// After a failed write the segment's tail is unknown; start afresh in a new segment.
-    fn abandon_segment(&mut self) {
+    /// A recording failure must not stop the data path: it is logged and counted, the pending
+    /// records are lost, and after a pause the recorder starts afresh in a new segment (the
+    /// failed one's tail is unknown).
+    fn fail(&mut self, error: io::Error) {
+        tracing::error!(
+            %error,
+            dir = %self.dir.display(),
+            retry_in_ms = self.retry_after.as_millis() as u64,
+            "recording failed; packets are not recorded until the retry"
+        );
+        self.stats.errors.inc();
+        self.stats.records_lost.inc_by(self.pending_records);
         self.pending.clear();
         self.pending_records = 0;
         self.unsynced_records = 0;
         self.segment = None;
+        self.retry_at = Some(Instant::now() + self.retry_after);
     }
+
+    fn report(&mut self, result: io::Result<()>) {
+        if let Err(error) = result {
+            self.fail(error);
+        }
+    }
+}
+
+/// Creates, syncs and removes a probe file.
+fn check_writable(dir: &Path) -> io::Result<()> {
+    let probe = dir.join(".vfep-write-check");
+    let written = File::create(&probe).and_then(|mut file| {
+        file.write_all(SEGMENT_MAGIC)?;
+        file.sync_all()
+    });
+    let removed = fs::remove_file(&probe);
+    written.and(removed).map_err(|error| {
+        io::Error::new(
+            error.kind(),
+            format!("the recording directory cannot be written: {error}"),
+        )
+    })
 }
 
 /// Asks the kernel to start writing a range to disk now, without waiting. Otherwise dirty pages
@@ -408,13 +481,13 @@ impl RecorderHandle {
 }
 
 /// Runs the recorder on its own thread so file IO never blocks the async runtime. It records
-/// until the batch channel closes, then flushes and fsyncs before returning.
+/// until the batch channel closes, then flushes and fsyncs, and returns how that went.
 pub fn spawn(
     mut recorder: Recorder,
     mut batches: mpsc::Receiver<Arc<Batch>>,
     fsync_interval: Duration,
     runtime: tokio::runtime::Handle,
-) -> (RecorderHandle, std::thread::JoinHandle<()>) {
+) -> (RecorderHandle, std::thread::JoinHandle<io::Result<()>>) {
     let (sync_tx, mut sync_rx) = mpsc::channel::<SyncReply>(8);
     let thread = std::thread::Builder::new()
         .name("recorder".into())
@@ -431,11 +504,7 @@ pub fn spawn(
                     }
                 });
                 let result = match event {
-                    Event::Batch(None) => {
-                        let result = recorder.sync().map(drop);
-                        report(&mut recorder, result);
-                        return;
-                    }
+                    Event::Batch(None) => return recorder.sync().map(drop),
                     Event::Batch(Some(batch)) => {
                         let mut result = recorder.append_batch(&batch);
                         // Take whatever else is queued, then hand it all to the OS at once.
@@ -456,10 +525,10 @@ pub fn spawn(
                     }
                     Event::Due => Ok(()),
                 };
-                report(&mut recorder, result);
+                recorder.report(result);
                 if recorder.has_unsynced() && last_sync.elapsed() >= fsync_interval {
                     let result = recorder.sync().map(drop);
-                    report(&mut recorder, result);
+                    recorder.report(result);
                     last_sync = Instant::now();
                 }
             }
@@ -479,20 +548,11 @@ enum Event {
     Due,
 }
 
-/// A recording failure must not stop the data path: it is logged, counted, and the recorder
-/// continues in a new segment.
-fn report(recorder: &mut Recorder, result: io::Result<()>) {
-    if let Err(error) = result {
-        tracing::error!(%error, dir = %recorder.dir.display(), "recording failed");
-        recorder.stats.errors.inc();
-        recorder.abandon_segment();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::codec::{PacketId, encode_packet};
+    use crate::config::MIN_SEGMENT_SIZE;
 
     pub(crate) fn packet(n: u16, len: usize) -> Vec<u8> {
         let id = PacketId {
@@ -637,6 +697,131 @@ mod tests {
         assert_eq!(recovery.records_in_last_segment, 27);
         let after: Vec<u64> = read_all(dir.path()).iter().map(|(t, _)| *t).collect();
         assert_eq!(after, expected);
+    }
+
+    /// A small tmpfs: the one way to get a disk that fills up. Mounting needs root, as the test
+    /// command (hack/test.sh) runs.
+    struct Tmpfs(tempfile::TempDir);
+
+    impl Tmpfs {
+        fn mount(options: &str) -> Tmpfs {
+            let dir = tempfile::tempdir().unwrap();
+            let fs = Tmpfs(dir);
+            fs.run_mount(&["-t", "tmpfs", "-o", options, "vfep-test"]);
+            fs
+        }
+
+        fn remount(&self, options: &str) {
+            self.run_mount(&["-o", &format!("remount,{options}")]);
+        }
+
+        fn run_mount(&self, args: &[&str]) {
+            let status = std::process::Command::new("mount")
+                .args(args)
+                .arg(self.path())
+                .status()
+                .expect("run mount");
+            assert!(status.success(), "mount {args:?} (needs root)");
+        }
+
+        fn path(&self) -> &Path {
+            self.0.path()
+        }
+    }
+
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(self.path())
+                .status();
+        }
+    }
+
+    fn batch_of(first: u16, count: u16) -> Batch {
+        let mut data = Vec::new();
+        let mut packets = Vec::new();
+        for n in first..first + count {
+            let bytes = packet(n, 200);
+            packets.push(crate::bus::PacketRef {
+                offset: data.len() as u32,
+                len: bytes.len() as u32,
+                apid: 100,
+                channel: 0,
+            });
+            data.extend_from_slice(&bytes);
+        }
+        let mut batch = Batch::new(PacketType::Telemetry, 1, data.into());
+        batch.packets = packets;
+        batch
+    }
+
+    /// Found by a user: on a full disk every packet made a new empty segment, all with the same
+    /// index, and a log line.
+    #[test]
+    fn a_full_disk_costs_one_failure_per_retry_not_a_segment_per_packet() {
+        let disk = Tmpfs::mount("size=256k");
+        let stats = RecorderStats::default();
+        let (mut recorder, _) =
+            Recorder::open(disk.path(), MIN_SEGMENT_SIZE, stats.clone()).unwrap();
+        recorder.retry_after = Duration::from_secs(3600);
+        let mut sent = 0;
+        for _ in 0..100 {
+            let result = recorder
+                .append_batch(&batch_of(sent, 20))
+                .and_then(|()| recorder.flush());
+            recorder.report(result);
+            sent += 20;
+        }
+        assert_eq!(stats.errors.get(), 1);
+        assert_eq!(
+            stats.records.get() + stats.records_lost.get(),
+            u64::from(sent)
+        );
+        assert!(stats.records_lost.get() > 0);
+        let segments = list_segments(disk.path()).unwrap();
+        let indices: Vec<u64> = segments.iter().map(|s| s.index).collect();
+        assert!(indices.windows(2).all(|w| w[0] < w[1]), "{indices:?}");
+        assert!(indices.len() < 10, "{indices:?}");
+        assert!(
+            segments
+                .iter()
+                .all(|s| s.size >= SEGMENT_MAGIC.len() as u64),
+            "{segments:?}"
+        );
+        // What was handed to the OS before the disk filled is there, in order.
+        let kept = read_all(disk.path());
+        assert!(!kept.is_empty());
+        for (n, (_, bytes)) in kept.iter().enumerate() {
+            assert_eq!(bytes, &packet(n as u16, 200));
+        }
+
+        // With room again, the next retry records, in a new segment with the next index.
+        disk.remount("size=4m");
+        recorder.retry_after = Duration::ZERO;
+        recorder.retry_at = Some(Instant::now());
+        recorder.append_batch(&batch_of(sent, 20)).unwrap();
+        recorder.sync().unwrap();
+        let after = list_segments(disk.path()).unwrap();
+        assert!(after.last().unwrap().index > *indices.last().unwrap());
+        let records = read_all(disk.path());
+        assert_eq!(records.len(), kept.len() + 20);
+        assert_eq!(records.last().unwrap().1, packet(sent + 19, 200));
+        assert_eq!(stats.errors.get(), 1);
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_written_is_refused_at_open() {
+        let disk = Tmpfs::mount("ro,size=64k");
+        let error = Recorder::open(disk.path(), MIN_SEGMENT_SIZE, RecorderStats::default())
+            .err()
+            .expect("a read-only recording directory is refused");
+        assert!(
+            error
+                .to_string()
+                .starts_with("the recording directory cannot be written: "),
+            "{error}"
+        );
     }
 
     #[test]

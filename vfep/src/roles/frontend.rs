@@ -154,7 +154,7 @@ pub async fn run(config: Config, bind: IpAddr, shutdown: CancellationToken) -> a
     )
     .with_context(|| {
         format!(
-            "opening the recording directory {}",
+            "opening the recording directory {} (recording.dir, --recording-dir)",
             recording.dir.display()
         )
     })?;
@@ -220,7 +220,17 @@ pub async fn run(config: Config, bind: IpAddr, shutdown: CancellationToken) -> a
     frontend.bus.close().await;
     tokio::task::spawn_blocking(move || recorder_thread.join())
         .await?
-        .map_err(|_| anyhow::anyhow!("the recorder thread panicked"))?;
-    tracing::info!("recording flushed and synced; frontend stopped");
+        .map_err(|_| anyhow::anyhow!("the recorder thread panicked"))?
+        .context("flushing and syncing the recording at shutdown")?;
+    let recorder = &frontend.metrics.recorder;
+    match recorder.errors.get() {
+        0 => tracing::info!("recording flushed and synced; frontend stopped"),
+        errors => tracing::warn!(
+            errors,
+            records_lost = recorder.records_lost.get(),
+            "recording flushed and synced, but packets were lost to recording failures (logged \
+             above); frontend stopped"
+        ),
+    }
     outcome
 }
