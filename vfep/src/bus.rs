@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{Mutex, broadcast, mpsc};
 
-use crate::codec::PacketType;
+use crate::codec::{IDLE_APID, PacketType};
 use crate::config::{self, Direction};
 
 pub type ChannelId = u16;
@@ -33,6 +33,8 @@ pub struct ChannelTable {
 /// Why the bus refused a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
+    #[error("APID 2047 is the idle APID: idle packets carry no data and go nowhere")]
+    Idle,
     #[error("APID is not configured on any channel")]
     UnknownApid,
     #[error("packet type does not match the channel direction")]
@@ -69,6 +71,9 @@ impl ChannelTable {
     /// TCs up and, on the same APIDs, the vehicle's TM acknowledgements down (the PUS convention
     /// that verification reports come from the APID the command went to).
     pub fn route(&self, apid: u16, packet_type: PacketType) -> Result<ChannelId, RouteError> {
+        if apid == IDLE_APID {
+            return Err(RouteError::Idle);
+        }
         let id = self.lookup(apid).ok_or(RouteError::UnknownApid)?;
         match (self.channels[usize::from(id)].direction, packet_type) {
             (Direction::Telemetry, PacketType::Telecommand) => Err(RouteError::WrongType),
@@ -392,6 +397,10 @@ mod tests {
             table.route(300, PacketType::Telemetry),
             Err(RouteError::UnknownApid)
         );
+        // Found by a user: a TC on the idle APID was counted as unknown_apid.
+        for packet_type in [PacketType::Telemetry, PacketType::Telecommand] {
+            assert_eq!(table.route(IDLE_APID, packet_type), Err(RouteError::Idle));
+        }
         assert!(ChannelSet::named(&table, &["nope".into()]).is_err());
     }
 

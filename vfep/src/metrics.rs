@@ -67,6 +67,7 @@ impl DropReason {
 impl From<RouteError> for DropReason {
     fn from(error: RouteError) -> Self {
         match error {
+            RouteError::Idle => DropReason::Idle,
             RouteError::UnknownApid => DropReason::UnknownApid,
             RouteError::WrongType => DropReason::WrongType,
         }

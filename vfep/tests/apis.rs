@@ -125,6 +125,141 @@ async fn xml_and_json_responses_carry_the_same_data() {
     );
 }
 
+/// Found by a user: 404 and 405 had empty bodies, 413 a plain-text one, and a body of an
+/// unsupported type was a 400 "JSON body" error. Every error is a problem document now.
+#[tokio::test]
+async fn every_error_is_a_problem_document_with_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = quiet_frontend(dir.path(), 0).await;
+    let url = |path: &str| quiet.setup.frontend_url(path);
+    async fn problem_of(response: reqwest::Response) -> vfep::api::negotiate::Problem {
+        let status = response.status().as_u16();
+        let content_type = response.headers()["content-type"].clone();
+        assert_eq!(content_type, "application/json", "{status}");
+        let problem: vfep::api::negotiate::Problem = response.json().await.unwrap();
+        assert_eq!(problem.status, status);
+        problem
+    }
+
+    let missing = problem_of(http().get(url("/api/v1/nope")).send().await.unwrap()).await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.message.contains("/api/v1/nope"), "{missing:?}");
+    // Accept text/plain: still a 404, not a 406.
+    let missing = http()
+        .get(url("/api/v2/status"))
+        .header("Accept", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem_of(missing).await.status, 404);
+    let bad_pace = http()
+        .get(url("/api/v1/stream?pace=bogus"))
+        .send()
+        .await
+        .unwrap();
+    let bad_pace = problem_of(bad_pace).await;
+    assert_eq!(bad_pace.status, 400);
+    assert!(bad_pace.message.contains("pace"), "{bad_pace:?}");
+    let not_upgraded = http().get(url("/api/v1/stream")).send().await.unwrap();
+    assert_eq!(problem_of(not_upgraded).await.status, 400);
+
+    let wrong_method = http().delete(url("/api/v1/status")).send().await.unwrap();
+    assert_eq!(wrong_method.headers()["allow"], "GET,HEAD");
+    let wrong_method = problem_of(wrong_method).await;
+    assert_eq!(wrong_method.status, 405);
+    assert!(wrong_method.message.contains("DELETE"), "{wrong_method:?}");
+
+    let commands = url("/api/v1/commands");
+    let too_large = http()
+        .post(&commands)
+        .header("Content-Type", "application/json")
+        .body(vec![b' '; 3 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem_of(too_large).await.status, 413);
+    let plain = http()
+        .post(&commands)
+        .header("Content-Type", "text/plain")
+        .body("packet=00")
+        .send()
+        .await
+        .unwrap();
+    let plain = problem_of(plain).await;
+    assert_eq!(plain.status, 415);
+    assert!(
+        plain.message.contains("application/octet-stream"),
+        "{plain:?}"
+    );
+    // Parameters of a media type do not matter.
+    let json = http()
+        .post(&commands)
+        .header("Content-Type", "application/json; charset=utf-8")
+        .body(format!(
+            "{{\"packet\":\"{}\"}}",
+            hex::encode(tc(COMMAND_APID, 4, &[1]))
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 202);
+}
+
+/// Found by a user: `SUBSCRIBE {"from":5}` closed the connection, although a bad SUBSCRIBE is
+/// answered and the session goes on. Only lost framing (a frame over the length limit) closes.
+#[tokio::test]
+async fn a_frame_that_does_not_decode_is_answered_and_the_session_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = quiet_frontend(dir.path(), 0).await;
+    let mut socket = TcpStream::connect(("127.0.0.1", quiet.setup.stream_port))
+        .await
+        .unwrap();
+    let frame = |kind: u8, body: &[u8]| {
+        let mut out = ((body.len() + 1) as u32).to_be_bytes().to_vec();
+        out.push(kind);
+        out.extend_from_slice(body);
+        out
+    };
+    let mut buf = BytesMut::new();
+    async fn next_frame(socket: &mut TcpStream, buf: &mut BytesMut) -> Option<Frame> {
+        // One decoder per frame: the bytes of the previous one are all consumed.
+        let mut decoder = codec();
+        loop {
+            if let Some(body) = decoder.decode(buf).unwrap() {
+                return Some(Frame::decode(body).unwrap());
+            }
+            if socket.read_buf(buf).await.unwrap() == 0 {
+                return None;
+            }
+        }
+    }
+    for bad in [
+        frame(1, br#"{"from":5}"#),
+        frame(1, b"not json"),
+        frame(9, b"unknown kind"),
+        frame(2, b"short"),
+    ] {
+        socket.write_all(&bad).await.unwrap();
+        let answer = next_frame(&mut socket, &mut buf).await;
+        assert!(matches!(answer, Some(Frame::Error(_))), "{answer:?}");
+    }
+    // Still open: a good SUBSCRIBE of a playback of nothing ends with END.
+    socket
+        .write_all(&frame(1, br#"{"from":"0","to":"1"}"#))
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut socket, &mut buf).await, Some(Frame::End));
+
+    // Lost framing closes, with the reason.
+    let mut socket = TcpStream::connect(("127.0.0.1", quiet.setup.stream_port))
+        .await
+        .unwrap();
+    socket.write_all(&u32::MAX.to_be_bytes()).await.unwrap();
+    let answer = next_frame(&mut socket, &mut buf).await;
+    assert!(matches!(answer, Some(Frame::Error(_))), "{answer:?}");
+    assert_eq!(next_frame(&mut socket, &mut buf).await, None);
+}
+
 /// Reads one GEMS message and checks that it renders back to exactly its bytes.
 async fn read_message(socket: &mut TcpStream, buf: &mut BytesMut) -> Message {
     loop {

@@ -164,11 +164,26 @@ async fn sigterm_flushes_the_recording_and_original_pace_keeps_the_spacing() {
     })
     .await;
     assert_eq!(status(&setup).await.unwrap().recording.records_durable, 0);
+    // Found by a user: half a request held the shutdown up until the 10 s cap on every task.
+    let mut half_request = tokio::net::TcpStream::connect(("127.0.0.1", setup.http_port))
+        .await
+        .unwrap();
+    half_request
+        .write_all(b"GET /api/v1/status HTTP/1.1\r\n")
+        .await
+        .unwrap();
 
     frontend.signal(libc::SIGTERM);
     let exit = frontend.wait().await;
-    assert!(exit.success(), "{exit:?}\n{}", frontend.log_text());
-    assert!(frontend.log_text().contains("recording flushed and synced"));
+    let log = frontend.log_text();
+    assert!(exit.success(), "{exit:?}\n{log}");
+    assert!(log.contains("recording flushed and synced"), "{log}");
+    assert!(
+        log.contains("HTTP requests still open after the drain time"),
+        "{log}"
+    );
+    assert!(!log.contains("abandoning"), "{log}");
+    drop(half_request);
 
     let _frontend = setup.start("frontend");
     wait_ready(&setup.frontend_url("/readyz")).await;

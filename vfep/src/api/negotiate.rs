@@ -1,6 +1,8 @@
 //! Content negotiation: the same data as JSON or XML, chosen by the Accept header.
 
+use axum::body::Bytes;
 use axum::extract::FromRequestParts;
+use axum::extract::rejection::BytesRejection;
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -150,20 +152,33 @@ pub struct Problem {
     pub message: String,
 }
 
-/// Parses a request body as JSON or XML by its Content-Type (JSON when absent).
+/// Parses a request body as JSON or XML by its Content-Type (JSON when absent). Any other type
+/// is a 415 that lists `accepted`, the types the endpoint takes; a body that does not parse, a 400.
 pub fn parse_body<T: for<'de> Deserialize<'de>>(
     headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, String> {
+    body: Result<Bytes, BytesRejection>,
+    accepted: &str,
+) -> Result<T, (StatusCode, String)> {
+    let body = body.map_err(|rejection| (rejection.status(), rejection.body_text()))?;
     let content_type = headers
         .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/json");
-    let text = std::str::from_utf8(body).map_err(|_| "body is not UTF-8".to_string())?;
-    if content_type.contains("xml") {
-        quick_xml::de::from_str(text).map_err(|e| format!("XML body: {e}"))
-    } else {
-        serde_json::from_str(text).map_err(|e| format!("JSON body: {e}"))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase());
+    let essence = content_type.as_deref().map_or("application/json", |t| {
+        t.split(';').next().unwrap_or("").trim()
+    });
+    let bad_request = |message: String| (StatusCode::BAD_REQUEST, message);
+    let text = std::str::from_utf8(&body).map_err(|_| bad_request("body is not UTF-8".into()))?;
+    match essence {
+        "application/json" => {
+            serde_json::from_str(text).map_err(|e| bad_request(format!("JSON body: {e}")))
+        }
+        "application/xml" | "text/xml" => {
+            quick_xml::de::from_str(text).map_err(|e| bad_request(format!("XML body: {e}")))
+        }
+        other => Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Type {other:?} is not accepted here; send {accepted}"),
+        )),
     }
 }
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
@@ -438,18 +438,23 @@ async fn commands(
     State(fe): State<Arc<Frontend>>,
     format: Format,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let is_raw = headers.get(CONTENT_TYPE).is_some_and(|v| {
         v.as_bytes()
             .starts_with(MediaType::OctetStream.mime().as_bytes())
     });
     let packets = if is_raw {
-        body
+        match body {
+            Ok(body) => body,
+            Err(rejection) => return format.problem(rejection.status(), rejection.body_text()),
+        }
     } else {
-        let request: CommandRequest = match parse_body(&headers, &body) {
+        let accepted =
+            "application/json, application/xml or application/octet-stream (raw packets)";
+        let request: CommandRequest = match parse_body(&headers, body, accepted) {
             Ok(request) => request,
-            Err(message) => return format.problem(StatusCode::BAD_REQUEST, message),
+            Err((status, message)) => return format.problem(status, message),
         };
         match hex::decode(request.packet.trim()) {
             Ok(bytes) => Bytes::from(bytes),

@@ -21,8 +21,13 @@
 use std::io;
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
+
+use super::negotiate::{Format, MediaType};
 use axum::response::Response;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::{SinkExt, Stream, StreamExt};
@@ -198,12 +203,21 @@ impl FrameSink for WsSink {
     }
 }
 
+/// Why an incoming message gave no frame.
+enum BadInput {
+    /// A whole frame (or WebSocket message) that does not decode: answered, and the session
+    /// goes on.
+    Frame(String),
+    /// The byte stream's framing is lost: answered, and the session closes.
+    Framing(String),
+}
+
 /// A session from connect to close: TCs in at any time, then live packets or a playback once
 /// subscribed.
 async fn run_session(
     fe: &Frontend,
     mut sink: impl FrameSink,
-    mut incoming: impl Stream<Item = Result<Frame, String>> + Unpin,
+    mut incoming: impl Stream<Item = Result<Frame, BadInput>> + Unpin,
     mut subscribe: Option<SubscribeRequest>,
 ) -> io::Result<()> {
     let mut live = None;
@@ -250,8 +264,10 @@ async fn run_session(
             },
             frame = incoming.next() => match frame {
                 None => return Ok(()),
-                Some(Err(message)) => {
-                    // The framing is lost; say why and close.
+                Some(Err(BadInput::Frame(message))) => {
+                    send_frame(&mut sink, &Frame::Error(message)).await?;
+                }
+                Some(Err(BadInput::Framing(message))) => {
                     return send_frame(&mut sink, &Frame::Error(message)).await;
                 }
                 Some(Ok(Frame::Packet { packet, .. })) => {
@@ -363,8 +379,10 @@ pub async fn serve_tcp(fe: Arc<Frontend>, listener: TcpListener) -> anyhow::Resu
         let fe = fe.clone();
         tokio::spawn(async move {
             let (reader, writer) = socket.into_split();
-            let incoming = FramedRead::new(reader, codec())
-                .map(|frame| frame.map_err(|e| e.to_string()).and_then(Frame::decode));
+            let incoming = FramedRead::new(reader, codec()).map(|body| {
+                let body = body.map_err(|e| BadInput::Framing(e.to_string()))?;
+                Frame::decode(body).map_err(BadInput::Frame)
+            });
             if let Err(error) = run_session(&fe, writer, incoming, None).await {
                 tracing::debug!(%peer, %error, "stream session ended");
             }
@@ -387,9 +405,18 @@ pub struct StreamQuery {
 /// live subscription to every channel.
 pub async fn websocket(
     State(fe): State<Arc<Frontend>>,
-    Query(query): Query<StreamQuery>,
-    upgrade: WebSocketUpgrade,
+    query: Result<Query<StreamQuery>, QueryRejection>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let problem = |status, message| Format(MediaType::Json).problem(status, message);
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return problem(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return problem(rejection.status(), rejection.body_text()),
+    };
     let request = SubscribeRequest {
         channels: query
             .channels
@@ -407,10 +434,11 @@ pub async fn websocket(
     upgrade.on_upgrade(move |socket| async move {
         let (sink, messages) = socket.split();
         let incoming = messages.filter_map(|message| async move {
+            // WebSocket messages keep their boundaries: a bad one never loses the framing.
             match message {
-                Ok(Message::Binary(data)) => Some(decode_one(data)),
+                Ok(Message::Binary(data)) => Some(decode_one(data).map_err(BadInput::Frame)),
                 Ok(Message::Close(_)) | Err(_) => None,
-                Ok(_) => Some(Err("send binary frames".into())),
+                Ok(_) => Some(Err(BadInput::Frame("send binary frames".into()))),
             }
         });
         if let Err(error) = run_session(&fe, WsSink(sink), Box::pin(incoming), Some(request)).await

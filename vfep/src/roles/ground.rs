@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, Response};
@@ -386,20 +387,24 @@ async fn send_command(
     State(ground): State<Arc<Ground>>,
     format: Format,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let is_form = headers.get(CONTENT_TYPE).is_some_and(|v| {
         v.as_bytes()
             .starts_with(b"application/x-www-form-urlencoded")
     });
-    let request: Result<CommandRequest, String> = if is_form {
-        serde_urlencoded::from_bytes(&body).map_err(|e| format!("form: {e}"))
-    } else {
-        parse_body(&headers, &body)
+    let request: Result<CommandRequest, (StatusCode, String)> = match body {
+        Ok(body) if is_form => serde_urlencoded::from_bytes(&body)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("form: {e}"))),
+        body => parse_body(
+            &headers,
+            body,
+            "application/json, application/xml or application/x-www-form-urlencoded",
+        ),
     };
     let request = match request {
         Ok(request) => request,
-        Err(message) => return format.problem(StatusCode::BAD_REQUEST, message),
+        Err((status, message)) => return format.problem(status, message),
     };
     let command = match Command::parse(&request.command, &request.argument) {
         Ok(command) => command,
