@@ -274,8 +274,9 @@ impl Recorder {
         Ok((recorder, recovery))
     }
 
-    /// Appends one record to the pending buffer; on an error it is not in it.
-    pub fn append(
+    /// Appends one record to the pending buffer; on an error it is not in it. `append_batch`
+    /// hands the buffer to the OS.
+    fn append(
         &mut self,
         received_ns: u64,
         packet_type: PacketType,
