@@ -168,11 +168,18 @@ pub fn parse_body<T: for<'de> Deserialize<'de>>(
     });
     let bad_request = |message: String| (StatusCode::BAD_REQUEST, message);
     let text = std::str::from_utf8(&body).map_err(|_| bad_request("body is not UTF-8".into()))?;
+    // application/json, text/json and any +json type (application/problem+json, …); XML alike.
+    let is = |syntax: &str| {
+        essence.ends_with(&format!("+{syntax}"))
+            || essence
+                .split_once('/')
+                .is_some_and(|(top, sub)| matches!(top, "application" | "text") && sub == syntax)
+    };
     match essence {
-        "application/json" => {
+        _ if is("json") => {
             serde_json::from_str(text).map_err(|e| bad_request(format!("JSON body: {e}")))
         }
-        "application/xml" | "text/xml" => {
+        _ if is("xml") => {
             quick_xml::de::from_str(text).map_err(|e| bad_request(format!("XML body: {e}")))
         }
         other => Err((
@@ -186,6 +193,46 @@ pub fn parse_body<T: for<'de> Deserialize<'de>>(
 mod tests {
     use super::*;
     use MediaType::*;
+
+    #[test]
+    fn bodies_are_parsed_by_their_media_type_and_others_are_415() {
+        #[derive(Debug, PartialEq, Deserialize)]
+        struct Command {
+            packet: String,
+        }
+        let parse = |content_type: Option<&str>, body: &'static str| {
+            let mut headers = HeaderMap::new();
+            if let Some(t) = content_type {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_str(t).unwrap());
+            }
+            parse_body::<Command>(&headers, Ok(Bytes::from_static(body.as_bytes())), "JSON")
+        };
+        let json = r#"{"packet":"00"}"#;
+        let xml = "<command><packet>00</packet></command>";
+        let want = Ok(Command {
+            packet: "00".into(),
+        });
+        for content_type in [
+            None,
+            Some("application/json"),
+            Some("Application/JSON; charset=utf-8"),
+            Some("text/json"),
+            Some("application/vnd.vgs+json"),
+        ] {
+            assert_eq!(parse(content_type, json), want, "{content_type:?}");
+        }
+        for content_type in ["application/xml", "text/xml", "application/vnd.vgs+xml"] {
+            assert_eq!(parse(Some(content_type), xml), want, "{content_type}");
+        }
+        for content_type in ["text/plain", "application/jsonx", "image/json", ""] {
+            let (status, message) = parse(Some(content_type), json).unwrap_err();
+            assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type}");
+            assert!(message.ends_with("; send JSON"), "{message}");
+        }
+        let (status, message) = parse(None, "{").unwrap_err();
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.starts_with("JSON body: "), "{message}");
+    }
 
     #[test]
     fn honours_q_values_and_wildcards() {
