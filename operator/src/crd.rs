@@ -176,8 +176,13 @@ pub struct GroundSystemSpec {
     pub ground_system: ComponentSpec<GroundSystemPorts>,
 
     /// The vehicle simulator: listens for the vFEP's telemetry and command links and emits
-    /// telemetry for every telemetry channel.
+    /// telemetry for every telemetry channel. One vehicle: at most one replica (0 stops it).
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self.replicas <= 1",
+        "message": "must be 0 or 1: the simulator is one vehicle; the vFEP's telemetry and command links could reach two different replicas through its Service, and the acknowledgements of commands would be lost",
+        "fieldPath": ".replicas"
+    }]))]
     pub simulator: SimulatorSpec,
 
     /// The vehicle the vFEP's links connect to when it is not the simulator: a real vehicle, or a
@@ -202,7 +207,8 @@ pub struct GroundSystemSpec {
     #[serde(default)]
     pub recording: RecordingSpec,
 
-    /// The vFEP's configuration volume, mounted at `/config`.
+    /// The vFEP's configuration volume, mounted at `/config`. Owned by the GroundSystem and
+    /// deleted with it: only the recording has a retention policy.
     #[serde(default)]
     pub config: VolumeSpec,
 }
@@ -517,18 +523,29 @@ fn default_memory_request() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceLimits {
-    /// CPU limit as a quantity string, e.g. `500m` or `2`.
+    /// CPU limit as a quantity string, e.g. `500m` or `2`; more than 0.
     #[serde(default = "default_cpu_limit")]
     #[schemars(length(min = 1, max = 32), pattern(QUANTITY_PATTERN))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+        "message": "a CPU limit must be more than 0 (e.g. 500m): a zero limit caps nothing, and one workload could starve the others"
+    }]))]
     pub cpu: String,
     /// Memory limit in bytes as a quantity string with a suffix such as Mi or Gi, e.g. `256Mi`
-    /// (no `m`: that would be thousandths of a byte). The container is OOM-killed above it.
+    /// (no `m`: that would be thousandths of a byte); more than 0. The container is OOM-killed
+    /// above it.
     #[serde(default = "default_memory_limit")]
     #[schemars(length(min = 1, max = 32), pattern(BYTES_PATTERN))]
-    #[schemars(extend("x-kubernetes-validations" = [{
-        "rule": "!self.endsWith('m')",
-        "message": "memory is in bytes: use a suffix such as Mi or Gi (m would mean thousandths of a byte)"
-    }]))]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "!self.endsWith('m')",
+            "message": "memory is in bytes: use a suffix such as Mi or Gi (m would mean thousandths of a byte)"
+        },
+        {
+            "rule": "isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))",
+            "message": "a memory limit must be more than 0 (e.g. 256Mi): a zero limit caps nothing, and one workload could starve the others"
+        }
+    ]))]
     pub memory: String,
 }
 
@@ -667,6 +684,11 @@ impl Default for GroundSystemSpec {
     {
         "rule": "self.accessModes == oldSelf.accessModes",
         "message": "accessModes is immutable",
+        "fieldPath": ".accessModes"
+    },
+    {
+        "rule": "!has(self.accessModes) || self.accessModes.exists(m, m != 'ReadOnlyMany')",
+        "message": "the vFEP mounts this volume read-write, and ReadOnlyMany alone cannot be written: use ReadWriteOnce (the default), ReadWriteOncePod or ReadWriteMany",
         "fieldPath": ".accessModes"
     }
 ]))]

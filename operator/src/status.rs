@@ -259,7 +259,7 @@ fn conditions(
         let progressing = if *reason == INVALID_SPEC {
             "the invalid spec is not rolled out; the children keep their last valid configuration"
         } else {
-            "the rollout is blocked; see the Degraded condition"
+            "not every child could be applied (see the Degraded condition); the others follow the current spec"
         };
         return [
             (READY, ConditionState::new(false, reason, message.as_str())),
@@ -323,7 +323,13 @@ fn conditions(
     } else {
         ConditionState::new(false, "AsExpected", "")
     };
-    let progressing = if in_progress.is_empty() {
+    let progressing = if !failed.is_empty() {
+        ConditionState::new(
+            false,
+            "RolloutFailed",
+            "the rollout stopped; see the Degraded condition",
+        )
+    } else if in_progress.is_empty() {
         ConditionState::new(
             false,
             "RolloutComplete",

@@ -175,6 +175,17 @@ fn a_failed_rollout_is_degraded() {
         degraded.message
     );
     assert_eq!(condition(&status, READY).reason, "RolloutFailed");
+    // Found by a user: Progressing said "RolloutComplete: every component runs the current
+    // spec" beside the failed rollout.
+    let progressing = condition(&status, PROGRESSING);
+    assert_eq!(
+        (progressing.status.as_str(), progressing.reason.as_str()),
+        ("False", "RolloutFailed")
+    );
+    assert_eq!(
+        progressing.message,
+        "the rollout stopped; see the Degraded condition"
+    );
 }
 
 #[test]
@@ -319,9 +330,10 @@ fn a_failed_apply_blocks_the_rollout() {
     assert_eq!(condition(&status, DEGRADED).reason, "ApplyFailed");
     assert_eq!(condition(&status, DEGRADED).message, failed.message);
     assert_eq!(condition(&status, READY).status, "False");
+    // Found by a user: "blocked", while the children that could be applied did roll out.
     assert_eq!(
         condition(&status, PROGRESSING).message,
-        "the rollout is blocked; see the Degraded condition"
+        "not every child could be applied (see the Degraded condition); the others follow the current spec"
     );
 }
 

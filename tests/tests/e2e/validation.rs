@@ -155,6 +155,23 @@ async fn api_server_rejects_bad_specs_naming_the_field() -> Result<()> {
             json!({ "simulator": { "enabled": false }, "vehicle": { "host": "fd00::7" } }),
             "spec.vehicle.host: Invalid value: host (fd00::7) must be a DNS name",
         ),
+        // Found by a user: these were accepted.
+        (
+            json!({ "recording": { "accessModes": ["ReadOnlyMany"] } }),
+            "spec.recording.accessModes: Invalid value: the vFEP mounts this volume read-write",
+        ),
+        (
+            json!({ "simulator": { "replicas": 2 } }),
+            "spec.simulator.replicas: Invalid value: must be 0 or 1",
+        ),
+        (
+            json!({ "groundSystem": { "resources": { "limits": { "cpu": "0" } } } }),
+            "spec.groundSystem.resources.limits.cpu: Invalid value: \"0\": a CPU limit must be more than 0",
+        ),
+        (
+            json!({ "vfep": { "resources": { "limits": { "memory": "0Gi" } } } }),
+            "spec.vfep.resources.limits.memory: Invalid value: \"0Gi\": a memory limit must be more than 0",
+        ),
         // 0.1 byte: byte quantities take no milli suffix.
         (
             json!({ "recording": { "size": "100m" } }),
