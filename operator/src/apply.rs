@@ -28,7 +28,7 @@ use crate::{
         Desired, Instance, Role, Volume,
         labels::{GROUNDSYSTEM_LABEL, MANAGED_BY_LABEL, MANAGER},
     },
-    error::ClaimRefusal,
+    error::{ClaimMismatch, ClaimRefusal},
     metrics::Metrics,
     status::Observed,
 };
@@ -74,6 +74,9 @@ pub struct Applier<'a> {
     metrics: &'a Metrics,
     /// The writes that changed something, in order.
     pub changes: Vec<Change>,
+    /// Recording claims that had no owner (kept under `Retain`) and now have this GroundSystem
+    /// as owner, because its policy is `Delete`: they go, recordings included, when it does.
+    pub adopted: Vec<ObjectReference>,
 }
 
 impl<'a> Applier<'a> {
@@ -83,6 +86,7 @@ impl<'a> Applier<'a> {
             namespace,
             metrics,
             changes: Vec::new(),
+            adopted: Vec::new(),
         }
     }
 
@@ -114,7 +118,30 @@ impl<'a> Applier<'a> {
         let mut observed = Observed::default();
         let mut failures = Vec::new();
         self.apply(&desired.config_map, config_map_version).await?;
+        let claims_api: Api<PersistentVolumeClaim> =
+            Api::namespaced(self.client.clone(), self.namespace);
         for (volume, claim, version) in claims {
+            let existing = match version {
+                Some(_) => claims_api.get_opt(&claim.name_any()).await.map_err(|e| {
+                    Error::kube("read", "PersistentVolumeClaim", &claim.name_any(), e)
+                })?,
+                None => None,
+            };
+            if let Some(existing) = existing {
+                // Fixed when the claim was made: applying would only get the API server's
+                // "spec is immutable" diff.
+                if let Some(mismatch) = claim_mismatch(volume, claim, &existing, self.namespace) {
+                    failures.push(Error::ClaimMismatch(Box::new(mismatch)));
+                    observed.claims.insert(volume, existing);
+                    continue;
+                }
+                if volume == Volume::Recording
+                    && existing.owner_references().is_empty()
+                    && !claim.owner_references().is_empty()
+                {
+                    self.adopted.push(existing.object_ref(&()));
+                }
+            }
             match self.apply(claim, version).await {
                 Ok(claim) => {
                     observed.claims.insert(volume, claim);
@@ -389,6 +416,58 @@ pub async fn observe(client: Client, instance: &Instance<'_>) -> Result<Observed
 /// Whether this GroundSystem may write `object`: it controls it, or the operator made it for a
 /// GroundSystem of this name and no one controls it any more (a retained recording, picked up
 /// again by a new GroundSystem of the same name).
+/// How an existing claim differs from the desired one in what a claim cannot change: its
+/// storage class (when the spec names one; unset takes whatever the claim got) and its access
+/// modes.
+pub fn claim_mismatch(
+    volume: Volume,
+    desired: &PersistentVolumeClaim,
+    existing: &PersistentVolumeClaim,
+    namespace: &str,
+) -> Option<ClaimMismatch> {
+    let class = |claim: &PersistentVolumeClaim| {
+        claim
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.storage_class_name.clone())
+    };
+    let modes = |claim: &PersistentVolumeClaim| {
+        let mut modes = claim
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.access_modes.clone())
+            .unwrap_or_default();
+        modes.sort();
+        modes
+    };
+    let (field, has, wanted) = match (class(desired), class(existing)) {
+        (Some(wanted), has) if has.as_ref() != Some(&wanted) => (
+            "storageClassName",
+            has.unwrap_or_else(|| "none".to_owned()),
+            wanted,
+        ),
+        _ if modes(desired) != modes(existing) => (
+            "accessModes",
+            format!("[{}]", modes(existing).join(", ")),
+            format!("[{}]", modes(desired).join(", ")),
+        ),
+        _ => return None,
+    };
+    let bound = existing
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.volume_name.as_deref())
+        .is_some_and(|name| !name.is_empty());
+    Some(ClaimMismatch {
+        field: format!("spec.{}.{field}", volume.component()),
+        name: existing.name_any(),
+        namespace: namespace.to_owned(),
+        has,
+        wanted,
+        bound,
+    })
+}
+
 fn belongs_to(object: &impl Resource, instance: &Instance<'_>) -> bool {
     let labels = object.labels();
     let uncontrolled = object
@@ -406,4 +485,76 @@ fn is_controlled_by(object: &impl Resource, instance: &Instance<'_>) -> bool {
         .owner_references()
         .iter()
         .any(|owner| owner.controller == Some(true) && owner.uid == instance.owner.uid)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::PersistentVolumeClaimSpec;
+
+    use super::*;
+
+    fn claim(
+        class: Option<&str>,
+        modes: &[&str],
+        volume_name: Option<&str>,
+    ) -> PersistentVolumeClaim {
+        PersistentVolumeClaim {
+            metadata: kube::api::ObjectMeta {
+                name: Some("mission-recording".into()),
+                ..Default::default()
+            },
+            spec: Some(PersistentVolumeClaimSpec {
+                storage_class_name: class.map(str::to_owned),
+                access_modes: Some(modes.iter().map(|m| (*m).to_owned()).collect()),
+                volume_name: volume_name.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_claim_mismatch_names_the_field_the_values_and_both_ways_out() {
+        let kept = claim(Some("standard"), &["ReadWriteOnce"], Some("pv-1"));
+        let mismatch = |desired| claim_mismatch(Volume::Recording, &desired, &kept, "ops");
+        assert!(mismatch(claim(Some("standard"), &["ReadWriteOnce"], None)).is_none());
+        // Unset takes whatever class the claim got (the default class, resolved on creation).
+        assert!(mismatch(claim(None, &["ReadWriteOnce"], None)).is_none());
+        assert_eq!(
+            mismatch(claim(Some("fast"), &["ReadWriteOnce"], None))
+                .unwrap()
+                .to_string(),
+            "spec.recording.storageClassName: PersistentVolumeClaim mission-recording has \
+             standard and cannot change to fast: a claim's storage class and access modes are \
+             fixed when it is made, and it is bound to a volume that may hold data. Set \
+             spec.recording.storageClassName to standard to use it, or once its data is kept \
+             elsewhere, delete it (kubectl delete pvc mission-recording -n ops) and the operator \
+             makes a new one"
+        );
+        let modes = mismatch(claim(None, &["ReadWriteMany"], None)).unwrap();
+        assert_eq!(modes.field, "spec.recording.accessModes");
+        assert_eq!(
+            (modes.has.as_str(), modes.wanted.as_str()),
+            ("[ReadWriteOnce]", "[ReadWriteMany]")
+        );
+
+        // An unbound claim (a wrong class stays Pending) holds nothing.
+        let pending = claim(Some("typo"), &["ReadWriteOnce"], None);
+        let message = claim_mismatch(
+            Volume::Config,
+            &claim(Some("standard"), &["ReadWriteOnce"], None),
+            &pending,
+            "ops",
+        )
+        .unwrap()
+        .to_string();
+        assert!(
+            message.starts_with("spec.config.storageClassName: "),
+            "{message}"
+        );
+        assert!(
+            message.contains("it is not bound to a volume yet, so it holds nothing. Set spec.config.storageClassName to typo to use it, or delete it (kubectl delete pvc"),
+            "{message}"
+        );
+    }
 }

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{ConfigMap, PersistentVolumeClaim, Service},
+        core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Service},
     },
     jiff::Timestamp,
 };
@@ -255,6 +255,7 @@ async fn reconcile_pipeline(gs: &GroundSystem, context: &Context) -> Result<(), 
             .await;
         // Report what was written even when a later write failed.
         report_changes(context, gs, &applier.changes).await;
+        report_adoptions(context, gs, &applier.adopted).await;
         match applied {
             Ok(observed) => {
                 // The claim has no owner reference any more: nothing left to hold.
@@ -345,6 +346,29 @@ async fn report_changes(context: &Context, gs: &GroundSystem, changes: &[Change]
                 action: "Reconcile".to_owned(),
                 secondary: Some(change.object.clone()),
             },
+        };
+        publish_event(context, gs, &event).await;
+    }
+}
+
+/// Warns of each recording claim that this reconcile gave an owner: until now nothing deleted it,
+/// and it may hold the recordings of an earlier GroundSystem of the same name.
+async fn report_adoptions(context: &Context, gs: &GroundSystem, adopted: &[ObjectReference]) {
+    for claim in adopted {
+        let note = format!(
+            "PersistentVolumeClaim {} had no owner: it was kept under retentionPolicy Retain and \
+             may hold the recordings of an earlier GroundSystem of this name. With \
+             retentionPolicy Delete it is now deleted with this GroundSystem, recordings included; \
+             set spec.recording.retentionPolicy: Retain to keep it",
+            claim.name.as_deref().unwrap_or_default()
+        );
+        warn!(groundsystem = %gs.name_any(), "{note}");
+        let event = Event {
+            type_: EventType::Warning,
+            reason: "RecordingAdopted".to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: Some(claim.clone()),
         };
         publish_event(context, gs, &event).await;
     }

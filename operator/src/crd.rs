@@ -678,7 +678,7 @@ impl Default for GroundSystemSpec {
     {
         "rule": "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",
         "message": "storageClassName is immutable",
-        "messageExpression": "'storageClassName is immutable: it stays ' + (has(oldSelf.storageClassName) ? oldSelf.storageClassName : 'unset (the default class)')",
+        "messageExpression": "'storageClassName is immutable: it stays ' + (has(oldSelf.storageClassName) ? oldSelf.storageClassName : 'unset (the default class)') + '. A claim cannot change class: for another, delete the GroundSystem, then its claim (kubectl delete pvc <name>-recording or <name>-config; a Pending claim holds nothing), and create the GroundSystem again'",
         "fieldPath": ".storageClassName"
     },
     {

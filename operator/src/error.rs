@@ -24,6 +24,11 @@ pub enum Error {
     #[error("{0}")]
     ClaimRefused(Box<ClaimRefusal>),
 
+    /// A claim exists (e.g. kept from an earlier GroundSystem of the name) with another storage
+    /// class or access modes than the spec's; neither can change.
+    #[error("{0}")]
+    ClaimMismatch(Box<ClaimMismatch>),
+
     #[error("{MANAGER} could not {action} {kind} {name}: {detail}")]
     Kube {
         action: &'static str,
@@ -57,6 +62,7 @@ impl Error {
             Self::MissingMetadata(_) => "missing_metadata".to_owned(),
             Self::ChildConflict { .. } => "child_conflict".to_owned(),
             Self::ClaimRefused(_) => "claim_refused".to_owned(),
+            Self::ClaimMismatch(_) => "claim_mismatch".to_owned(),
             Self::Kube { action, source, .. } => match source.as_ref() {
                 kube::Error::Api(status) if !status.reason.is_empty() => {
                     format!("{action}_{}", status.reason.to_lowercase())
@@ -82,4 +88,24 @@ pub struct ClaimRefusal {
     pub wanted: String,
     pub class: String,
     pub detail: String,
+}
+
+/// An existing claim that cannot take the spec's storage class or access modes, in terms of the
+/// spec, with the two ways out.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{field}: PersistentVolumeClaim {name} has {has} and cannot change to {wanted}: a claim's \
+     storage class and access modes are fixed when it is made{held}. Set {field} to {has} to use \
+     it, or{keep} delete it (kubectl delete pvc {name} -n {namespace}) and the operator makes a \
+     new one",
+    held = if *bound { ", and it is bound to a volume that may hold data" } else { "; it is not bound to a volume yet, so it holds nothing" },
+    keep = if *bound { " once its data is kept elsewhere," } else { "" }
+)]
+pub struct ClaimMismatch {
+    pub field: String,
+    pub name: String,
+    pub namespace: String,
+    pub has: String,
+    pub wanted: String,
+    pub bound: bool,
 }

@@ -334,6 +334,63 @@ async fn deletion_collects_children_and_keeps_recordings_unless_asked() -> Resul
     Ok(())
 }
 
+/// Found by a user: a GroundSystem that picked up a retained claim with another storage class
+/// got the API server's bare "spec is immutable" diff, and one with `retentionPolicy: Delete`
+/// took a retained recording over with nothing but a Normal event, then deleted it with itself.
+#[tokio::test]
+async fn a_retained_recording_picked_up_again_is_never_lost_unannounced() -> Result<()> {
+    let class = |class: &str, policy: &str| json!({ "recording": { "storageClassName": class, "retentionPolicy": policy } });
+    let (ns, operator) = ready_mission("pickup", class("kwok-volume", "Retain")).await?;
+    let claims = ns.api::<PersistentVolumeClaim>();
+    let uid = claims.get("mission-recording").await?.uid();
+    // Gone with its owned children: the config claim the garbage collector takes after it.
+    let delete_mission = || async {
+        ns.groundsystems()
+            .delete("mission", &DeleteParams::foreground())
+            .await?;
+        wait_gone(&ns.groundsystems(), "mission").await?;
+        wait_gone(&claims, "mission-config").await
+    };
+    delete_mission().await?;
+
+    // Another class: refused in terms of the spec; the claim is left as it is.
+    ns.apply_groundsystem("mission", class("fast-ssd", "Retain"))
+        .await?;
+    let message = degraded_message(&ns, "mission")
+        .await
+        .with_context(|| operator.log_tail())?;
+    for expected in [
+        "spec.recording.storageClassName: PersistentVolumeClaim mission-recording has kwok-volume and cannot change to fast-ssd",
+        "Set spec.recording.storageClassName to kwok-volume to use it",
+        &format!("kubectl delete pvc mission-recording -n {}", ns.name),
+    ] {
+        assert!(message.contains(expected), "{expected:?} in {message}");
+    }
+    let kept = claims.get("mission-recording").await?;
+    assert_eq!(kept.uid(), uid);
+    assert!(kept.owner_references().is_empty());
+    delete_mission().await?;
+
+    // Delete picks it up, and says that it will go, recordings included, with the GroundSystem.
+    ns.apply_groundsystem("mission", class("kwok-volume", "Delete"))
+        .await?;
+    wait_ready(&ns, "mission", TIMEOUT)
+        .await
+        .with_context(|| operator.log_tail())?;
+    ns.wait_for_event("a RecordingAdopted Warning", |event| {
+        event.type_.as_deref() == Some("Warning")
+            && event.reason.as_deref() == Some("RecordingAdopted")
+            && event.note.as_deref().is_some_and(|note| {
+                note.contains("PersistentVolumeClaim mission-recording had no owner")
+                    && note.contains("recordings included")
+            })
+    })
+    .await
+    .with_context(|| operator.log_tail())?;
+    assert_eq!(claims.get("mission-recording").await?.uid(), uid);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_real_vehicle_in_place_of_the_simulator_removes_its_deployment() -> Result<()> {
     let (ns, operator) = ready_mission("nosim", json!({})).await?;
