@@ -391,6 +391,28 @@ async fn single_namespace_install_operator_upgrade_uninstall() -> Result<()> {
         ],
     )?;
 
+    // Found by a user: back to one replica (Recreate) was refused, as the Deployment kept the
+    // rolling-update parameters the API server had defaulted.
+    release.upgrade(&["--set", "replicaCount=1"])?;
+    deployment_ready(&ns.name, 1)?;
+    assert_eq!(
+        release.status()?["info"]["status"].as_str(),
+        Some("deployed")
+    );
+    let strategy = kubectl(
+        &[
+            "get",
+            "deployment",
+            RELEASE,
+            "-n",
+            n,
+            "-o",
+            "jsonpath={.spec.strategy}",
+        ],
+        None,
+    )?;
+    assert_eq!(strategy, r#"{"type":"Recreate"}"#);
+
     // Uninstall: the operator's objects go; the CRD, the GroundSystem and its recording stay.
     release.uninstall()?;
     for kind in [

@@ -300,9 +300,14 @@ async fn non_default_values_render_objects_the_api_server_accepts() -> Result<()
 
     let deployment = object(&objects, "Deployment", RELEASE)?;
     assert_eq!(deployment["spec"]["replicas"], 2);
-    assert!(
-        deployment["spec"]["strategy"].is_null(),
-        "with leader election a rolling update is safe"
+    // With leader election a rolling update is safe; its parameters are the chart's own, so
+    // going back to one replica (Recreate) removes them.
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({
+            "type": "RollingUpdate",
+            "rollingUpdate": { "maxSurge": 1, "maxUnavailable": 0 }
+        })
     );
     assert_eq!(
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
