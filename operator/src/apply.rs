@@ -526,10 +526,13 @@ mod tests {
                 .to_string(),
             "spec.recording.storageClassName: PersistentVolumeClaim mission-recording has \
              standard and cannot change to fast: a claim's storage class and access modes are \
-             fixed when it is made, and it is bound to a volume that may hold data. Set \
-             spec.recording.storageClassName to standard to use it, or once its data is kept \
-             elsewhere, delete it (kubectl delete pvc mission-recording -n ops) and the operator \
-             makes a new one"
+             fixed when it is made, and it is bound to a volume that may hold data. \
+             spec.recording.storageClassName cannot change on a GroundSystem either. To use the \
+             claim, delete this \
+             GroundSystem (the claim stays) and create it again with \
+             spec.recording.storageClassName: standard. For a new claim, once its data is kept \
+             elsewhere, delete this GroundSystem, then the claim (kubectl delete pvc \
+             mission-recording -n ops), and create the GroundSystem again"
         );
         let modes = mismatch(claim(None, &["ReadWriteMany"], None)).unwrap();
         assert_eq!(modes.field, "spec.recording.accessModes");
@@ -553,7 +556,7 @@ mod tests {
             "{message}"
         );
         assert!(
-            message.contains("it is not bound to a volume yet, so it holds nothing. Set spec.config.storageClassName to typo to use it, or delete it (kubectl delete pvc"),
+            message.contains("it is not bound to a volume yet, so it holds nothing. spec.config.storageClassName cannot change on a GroundSystem either. To use the claim, delete this GroundSystem (the claim stays) and create it again with spec.config.storageClassName: typo. For a new claim, delete this GroundSystem, then the claim (kubectl delete pvc"),
             "{message}"
         );
     }

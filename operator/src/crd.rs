@@ -68,6 +68,22 @@ pub fn is_image_reference(image: &str) -> bool {
     image.len() <= 512 && PATTERN.is_match(image)
 }
 
+/// Whether `name` is a DNS-1123 label, as namespace names are.
+pub fn is_dns_label(name: &str) -> bool {
+    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(DNS_LABEL_PATTERN).expect("the label pattern compiles")
+    });
+    name.len() <= 63 && PATTERN.is_match(name)
+}
+
+/// Whether `name` is a DNS-1123 subdomain, as most object names are.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    static PATTERN: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(DNS_SUBDOMAIN_PATTERN).expect("the subdomain pattern compiles")
+    });
+    name.len() <= 253 && PATTERN.is_match(name)
+}
+
 /// Environment variable names the frontend, ground and simulator processes can read.
 const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 
@@ -683,7 +699,7 @@ impl Default for GroundSystemSpec {
     },
     {
         "rule": "self.accessModes == oldSelf.accessModes",
-        "message": "accessModes is immutable",
+        "message": "accessModes is immutable: a claim cannot change its access modes. For others, delete the GroundSystem, then its claim (kubectl delete pvc <name>-recording or <name>-config; a Pending claim holds nothing), and create the GroundSystem again",
         "fieldPath": ".accessModes"
     },
     {

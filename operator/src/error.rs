@@ -95,9 +95,10 @@ pub struct ClaimRefusal {
 #[derive(Debug, thiserror::Error)]
 #[error(
     "{field}: PersistentVolumeClaim {name} has {has} and cannot change to {wanted}: a claim's \
-     storage class and access modes are fixed when it is made{held}. Set {field} to {has} to use \
-     it, or{keep} delete it (kubectl delete pvc {name} -n {namespace}) and the operator makes a \
-     new one",
+     storage class and access modes are fixed when it is made{held}. {field} cannot change on \
+     a GroundSystem either. To use the claim, delete this GroundSystem (the claim stays) and create it \
+     again with {field}: {has}. For a new claim,{keep} delete this GroundSystem, then the claim \
+     (kubectl delete pvc {name} -n {namespace}), and create the GroundSystem again",
     held = if *bound { ", and it is bound to a volume that may hold data" } else { "; it is not bound to a volume yet, so it holds nothing" },
     keep = if *bound { " once its data is kept elsewhere," } else { "" }
 )]

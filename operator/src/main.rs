@@ -52,7 +52,7 @@ struct RunArgs {
     kubeconfig: Option<String>,
 
     /// Watch only this namespace; all namespaces when unset.
-    #[arg(long, env = "VGS_NAMESPACE")]
+    #[arg(long, env = "VGS_NAMESPACE", value_parser = namespace_name)]
     namespace: Option<String>,
 
     /// Image for GroundSystems without spec.image.
@@ -82,12 +82,12 @@ struct RunArgs {
     leader_election: bool,
 
     /// Name of the Lease for leader election.
-    #[arg(long, env = "VGS_LEASE_NAME", default_value = "vgs-operator")]
+    #[arg(long, env = "VGS_LEASE_NAME", default_value = "vgs-operator", value_parser = object_name)]
     lease_name: String,
 
     /// Namespace of the Lease; when unset, the client's: in a cluster the pod's, else the kubeconfig
     /// context's, else `default`.
-    #[arg(long, env = "VGS_LEASE_NAMESPACE")]
+    #[arg(long, env = "VGS_LEASE_NAMESPACE", value_parser = namespace_name)]
     lease_namespace: Option<String>,
 
     /// This replica's identity in the Lease; when unset, the hostname and a random suffix.
@@ -96,11 +96,12 @@ struct RunArgs {
 
     /// Seconds a standby waits for the Lease holder to renew before taking over; the holder's renew
     /// deadline (2/3) and the retry period (2/15) scale with it, as controller-runtime's 15/10/2 s.
+    /// 2..3600.
     #[arg(
         long,
         env = "VGS_LEASE_DURATION_SECONDS",
         default_value_t = 15,
-        value_parser = clap::value_parser!(u64).range(2..)
+        value_parser = clap::value_parser!(u64).range(2..=3600)
     )]
     lease_duration_seconds: u64,
 }
@@ -233,6 +234,23 @@ fn image_reference(value: &str) -> Result<String, String> {
              (registry[:port]/repository[:tag][@digest], the repository in lowercase)"
                 .to_owned(),
         )
+    }
+}
+
+/// A namespace name, or empty for unset (as a chart passes an unset value).
+fn namespace_name(value: &str) -> Result<String, String> {
+    if value.is_empty() || vgs_operator::crd::is_dns_label(value) {
+        Ok(value.to_owned())
+    } else {
+        Err("not a namespace name: lowercase letters, digits and '-', at most 63".to_owned())
+    }
+}
+
+fn object_name(value: &str) -> Result<String, String> {
+    if vgs_operator::crd::is_dns_subdomain(value) {
+        Ok(value.to_owned())
+    } else {
+        Err("not an object name: lowercase letters, digits, '-' and '.', at most 253".to_owned())
     }
 }
 

@@ -259,7 +259,7 @@ fn conditions(
         let progressing = if *reason == INVALID_SPEC {
             "the invalid spec is not rolled out; the children keep their last valid configuration"
         } else {
-            "not every child could be applied (see the Degraded condition); the others follow the current spec"
+            "not every child could be applied; see the Degraded condition"
         };
         return [
             (READY, ConditionState::new(false, reason, message.as_str())),

@@ -330,10 +330,11 @@ fn a_failed_apply_blocks_the_rollout() {
     assert_eq!(condition(&status, DEGRADED).reason, "ApplyFailed");
     assert_eq!(condition(&status, DEGRADED).message, failed.message);
     assert_eq!(condition(&status, READY).status, "False");
-    // Found by a user: "blocked", while the children that could be applied did roll out.
+    // Found by users: "blocked", while the children that could be applied did roll out; then
+    // "the others follow the current spec", while a conflict had stopped every write.
     assert_eq!(
         condition(&status, PROGRESSING).message,
-        "not every child could be applied (see the Degraded condition); the others follow the current spec"
+        "not every child could be applied; see the Degraded condition"
     );
 }
 

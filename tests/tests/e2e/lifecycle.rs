@@ -361,7 +361,7 @@ async fn a_retained_recording_picked_up_again_is_never_lost_unannounced() -> Res
         .with_context(|| operator.log_tail())?;
     for expected in [
         "spec.recording.storageClassName: PersistentVolumeClaim mission-recording has kwok-volume and cannot change to fast-ssd",
-        "Set spec.recording.storageClassName to kwok-volume to use it",
+        "create it again with spec.recording.storageClassName: kwok-volume",
         &format!("kubectl delete pvc mission-recording -n {}", ns.name),
     ] {
         assert!(message.contains(expected), "{expected:?} in {message}");

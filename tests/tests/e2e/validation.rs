@@ -221,7 +221,12 @@ async fn api_server_rejects_shrinking_a_volume_or_changing_its_class_quoting_the
         ),
         (
             json!({ "recording": { "size": "2Gi", "storageClassName": "fast" } }),
-            "storageClassName is immutable: it stays unset (the default class)",
+            "storageClassName is immutable: it stays unset (the default class). A claim cannot change class: for another, delete the GroundSystem, then its claim",
+        ),
+        // Found by a user: this one said only "accessModes is immutable".
+        (
+            json!({ "recording": { "size": "2Gi", "accessModes": ["ReadWriteMany"] } }),
+            "accessModes is immutable: a claim cannot change its access modes. For others, delete the GroundSystem, then its claim",
         ),
     ];
     for (spec, expected) in cases {
