@@ -92,7 +92,7 @@ impl<'a> Applier<'a> {
 
     /// Applies every desired child (the ConfigMap and claims first, as the pods mount them),
     /// deletes the workloads of disabled roles and returns the children as the API server
-    /// returned them.
+    /// returned them, with every child write that failed.
     ///
     /// Nothing is written while any object of a child's name belongs to someone else. A failed
     /// claim (e.g. a storage class that cannot expand) does not hold back the workloads, so the
@@ -102,7 +102,7 @@ impl<'a> Applier<'a> {
         &mut self,
         instance: &Instance<'_>,
         desired: &Desired,
-    ) -> Result<Observed, Error> {
+    ) -> Result<(Observed, Vec<Error>), Error> {
         let config_map_version = self.current_version(instance, &desired.config_map).await?;
         let mut claims = Vec::new();
         for (volume, claim) in &desired.volumes {
@@ -168,7 +168,7 @@ impl<'a> Applier<'a> {
             self.delete_owned::<Deployment>(instance, &name).await?;
             self.delete_owned::<Service>(instance, &name).await?;
         }
-        failures.into_iter().next().map_or(Ok(observed), Err)
+        Ok((observed, failures))
     }
 
     /// A size change the API server refused for a claim, said in terms of the spec: the field,

@@ -257,12 +257,24 @@ async fn reconcile_pipeline(gs: &GroundSystem, context: &Context) -> Result<(), 
         report_changes(context, gs, &applier.changes).await;
         report_adoptions(context, gs, &applier.adopted).await;
         match applied {
-            Ok(observed) => {
+            Ok((observed, failures)) if failures.is_empty() => {
                 // The claim has no owner reference any more: nothing left to hold.
                 if !retention::wanted(gs) && retention::held(gs) {
                     retention::remove(&context.client, gs).await?;
                 }
                 (observed, None)
+            }
+            // Every failed write is on the status, so that one fix does not just reveal the next.
+            Ok((_, failures)) => {
+                let messages: Vec<String> = failures.iter().map(ToString::to_string).collect();
+                let blocked = RolloutBlocked {
+                    reason: status::APPLY_FAILED,
+                    message: messages.join("; "),
+                };
+                failure = failures.into_iter().next();
+                // What exists, including the children whose write failed.
+                let observed = apply::observe(context.client.clone(), &instance).await?;
+                (observed, Some(blocked))
             }
             Err(error) => {
                 let blocked = RolloutBlocked {

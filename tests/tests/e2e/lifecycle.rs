@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota, Service};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -353,19 +353,33 @@ async fn a_retained_recording_picked_up_again_is_never_lost_unannounced() -> Res
     };
     delete_mission().await?;
 
-    // Another class: refused in terms of the spec; the claim is left as it is.
+    // Another class: refused in terms of the spec; the claim is left as it is. A quota that
+    // refuses the third Service fails another write of the same reconcile: both are reported
+    // (found by a user: only the first was, and fixing it revealed the next).
+    let quotas = ns.api::<ResourceQuota>();
+    let quota = serde_json::from_value(json!({
+        "metadata": { "name": "two-services" },
+        "spec": { "hard": { "services": "2" } }
+    }))?;
+    quotas.create(&Default::default(), &quota).await?;
     ns.apply_groundsystem("mission", class("fast-ssd", "Retain"))
         .await?;
-    let message = degraded_message(&ns, "mission")
-        .await
-        .with_context(|| operator.log_tail())?;
+    let both = eventually("both failures on the status", TIMEOUT, || async {
+        let message = degraded_message(&ns, "mission").await?;
+        Ok(message.contains("exceeded quota").then_some(message))
+    });
+    let message = both.await.with_context(|| operator.log_tail())?;
     for expected in [
         "spec.recording.storageClassName: PersistentVolumeClaim mission-recording has kwok-volume and cannot change to fast-ssd",
         "create it again with spec.recording.storageClassName: kwok-volume",
         &format!("kubectl delete pvc mission-recording -n {}", ns.name),
+        "Service mission-",
     ] {
         assert!(message.contains(expected), "{expected:?} in {message}");
     }
+    quotas
+        .delete("two-services", &DeleteParams::default())
+        .await?;
     let kept = claims.get("mission-recording").await?;
     assert_eq!(kept.uid(), uid);
     assert!(kept.owner_references().is_empty());
