@@ -197,6 +197,20 @@ impl Interest {
 #[error("the bus is closed")]
 pub struct BusClosed;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("the bus is closed")]
+    Closed,
+    #[error("a lossless subscriber is full")]
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    ForRoom,
+    Never,
+}
+
 pub struct Bus {
     /// Held for a whole publish, so every subscriber sees the same order and indices.
     publishing: Mutex<Publishing>,
@@ -243,13 +257,36 @@ impl Bus {
     }
 
     /// Publishes a batch; waits while a lossless subscriber is full.
-    pub async fn publish(&self, mut batch: Batch) -> Result<(), BusClosed> {
+    pub async fn publish(&self, batch: Batch) -> Result<(), BusClosed> {
+        self.publish_with(batch, Wait::ForRoom)
+            .await
+            .map_err(|_| BusClosed)
+    }
+
+    /// Publishes a batch only if every lossless subscriber it goes to has room now. A publisher
+    /// that could wait on a stalled consumer (the vehicle no longer reading commands) must not:
+    /// it would hold the bus, and every other publisher (telemetry) with it.
+    pub async fn try_publish(&self, batch: Batch) -> Result<(), PublishError> {
+        self.publish_with(batch, Wait::Never).await
+    }
+
+    async fn publish_with(&self, mut batch: Batch, wait: Wait) -> Result<(), PublishError> {
         if batch.packets.is_empty() {
             return Ok(());
         }
         let mut publishing = self.publishing.lock().await;
         if publishing.closed {
-            return Err(BusClosed);
+            return Err(PublishError::Closed);
+        }
+        let wanted = |interest: &Interest| interest.wants(batch.packet_type);
+        // Only this publisher sends while it holds the lock: room seen now stays.
+        if wait == Wait::Never
+            && publishing
+                .lossless
+                .iter()
+                .any(|(interest, tx)| wanted(interest) && tx.capacity() == 0)
+        {
+            return Err(PublishError::Full);
         }
         batch.first_index = publishing.next_index;
         publishing.next_index += batch.packets.len() as u64;
@@ -258,7 +295,9 @@ impl Bus {
         let batch = Arc::new(batch);
         for (interest, tx) in &publishing.lossless {
             if interest.wants(batch.packet_type) {
-                tx.send(batch.clone()).await.map_err(|_| BusClosed)?;
+                tx.send(batch.clone())
+                    .await
+                    .map_err(|_| PublishError::Closed)?;
             }
         }
         // No live subscriber is not an error.

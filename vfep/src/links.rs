@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -179,6 +179,21 @@ pub async fn maintain(
         }
     }
     status.set(LinkState::Disconnected, None, None);
+}
+
+/// The next connection on `listener`. A failed accept (out of file descriptors, most often) is
+/// logged and retried after a pause: it must end neither the listener nor the process, and the
+/// pause keeps a listener that cannot accept from spinning.
+pub async fn accept(listener: &TcpListener, what: &str) -> (TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, port = what, "accepting a connection failed; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// Low latency, and keepalive so a peer that vanished without a FIN is noticed in ~25 s.

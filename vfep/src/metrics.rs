@@ -25,12 +25,15 @@ pub enum DropReason {
     UplinkDown,
     /// A TC arrived while the uplink is disabled (GEMS `UplinkEnabled`).
     UplinkInhibited,
+    /// A TC arrived while the uplink queue was full: the vehicle is not reading commands as fast
+    /// as they come (or the recording is not keeping up).
+    UplinkBusy,
     /// A live subscriber fell behind and missed packets.
     SubscriberLag,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed(Malformed::BadVersion),
         DropReason::Malformed(Malformed::TooShort),
         DropReason::Malformed(Malformed::Oversize),
@@ -41,6 +44,7 @@ impl DropReason {
         DropReason::WrongType,
         DropReason::UplinkDown,
         DropReason::UplinkInhibited,
+        DropReason::UplinkBusy,
         DropReason::SubscriberLag,
     ];
 
@@ -52,6 +56,7 @@ impl DropReason {
             DropReason::WrongType => "wrong_type",
             DropReason::UplinkDown => "uplink_down",
             DropReason::UplinkInhibited => "uplink_inhibited",
+            DropReason::UplinkBusy => "uplink_busy",
             DropReason::SubscriberLag => "subscriber_lag",
         }
     }

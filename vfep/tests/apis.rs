@@ -260,6 +260,55 @@ async fn a_frame_that_does_not_decode_is_answered_and_the_session_goes_on() {
     assert_eq!(next_frame(&mut socket, &mut buf).await, None);
 }
 
+/// Found by a user: with its file descriptors used up, a failed accept on the stream or GEMS
+/// port ended the frontend (exit 1). It is logged and retried, and service resumes.
+#[tokio::test]
+async fn running_out_of_file_descriptors_does_not_end_the_frontend() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(dir.path());
+    let vehicle = FakeVehicle::bind(&mut setup).await;
+    let mut frontend = setup.start("frontend");
+    let _links = (vehicle.accept_tm().await, vehicle.accept_tc().await);
+    wait_ready(&setup.frontend_url("/readyz")).await;
+    let limit = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", frontend.child.id()))
+        .arg("--nofile=64:64")
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(limit.success());
+
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        for port in [setup.stream_port, setup.gems_port] {
+            if let Ok(socket) = TcpStream::connect(("127.0.0.1", port)).await {
+                held.push(socket);
+            }
+        }
+    }
+    eventually("an accept to fail for want of descriptors", || {
+        let log = frontend.log_text();
+        async move { log.contains("accepting a connection failed").then_some(()) }
+    })
+    .await;
+    assert!(
+        frontend.child.try_wait().unwrap().is_none(),
+        "{}",
+        frontend.log_text()
+    );
+
+    drop(held);
+    wait_ready(&setup.frontend_url("/readyz")).await;
+    let mut socket = TcpStream::connect(("127.0.0.1", setup.gems_port))
+        .await
+        .unwrap();
+    socket.write_all(&request(1, "PING")).await.unwrap();
+    let reply = read_message(&mut socket, &mut BytesMut::new()).await;
+    assert!(
+        matches!(&reply.body, Body::PingResponse(o) if o.code == "SUCCESS"),
+        "{reply:?}"
+    );
+}
+
 /// Reads one GEMS message and checks that it renders back to exactly its bytes.
 async fn read_message(socket: &mut TcpStream, buf: &mut BytesMut) -> Message {
     loop {
@@ -402,6 +451,16 @@ async fn websocket_stream_delivers_live_packets_and_takes_commands() {
         (status.subscribers == 1).then_some(())
     })
     .await;
+    // Found by a user: a ping was answered with an ERROR frame. It gets its pong, nothing else.
+    ws.send(WsMessage::Ping(b"alive?"[..].into()))
+        .await
+        .unwrap();
+    let pong = tokio::time::timeout(common::DEADLINE, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(pong, WsMessage::Pong(b"alive?"[..].into()));
     let sent = tm(HK_APIDS[1], 0, b"over websocket");
     tm_link.write_all(&sent).await.unwrap();
     let message = tokio::time::timeout(common::DEADLINE, ws.next())

@@ -232,3 +232,59 @@ async fn bad_commands_are_refused_with_their_reason() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("uplink_down"));
 }
+
+/// Found by a user: a vehicle that stops reading its command link filled the uplink queue, and
+/// the next TC waited for room while holding the bus, so telemetry stopped too, for good.
+/// Commands are refused instead (503, `uplink_busy`), and telemetry keeps flowing.
+#[tokio::test]
+async fn a_vehicle_that_stops_reading_commands_does_not_stop_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut setup = Setup::new(dir.path());
+    let vehicle = FakeVehicle::bind(&mut setup).await;
+    let _frontend = setup.start("frontend");
+    let mut tm_link = vehicle.accept_tm().await;
+    // Accepted, never read.
+    let _tc_link = vehicle.accept_tc().await;
+    wait_ready(&setup.frontend_url("/readyz")).await;
+    eventually("the TC link", || async {
+        let status: vfep::api::rest::Status =
+            get_json(&setup.frontend_url("/api/v1/status")).await?;
+        (status.link[1].state == vfep::links::LinkState::Connected).then_some(())
+    })
+    .await;
+
+    let url = setup.frontend_url("/api/v1/commands");
+    let big = |n: u16| tc(COMMAND_APID, n, &vec![1; 3000]);
+    let mut refused = None;
+    for n in 0..20_000u16 {
+        let response = http()
+            .post(&url)
+            .header("Content-Type", "application/octet-stream")
+            .body(big(n))
+            .send()
+            .await
+            .expect("a command is answered, not left waiting");
+        if response.status() != 202 {
+            refused = Some((response.status().as_u16(), response.text().await.unwrap()));
+            break;
+        }
+    }
+    let (code, body) = refused.expect("the queue fills: the vehicle reads nothing");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("uplink_busy"), "{body}");
+
+    let counters = || async {
+        let counters: Counters = get_json(&setup.frontend_url("/api/v1/counters")).await?;
+        Some(counters)
+    };
+    let before = counters().await.unwrap().packets_in;
+    let mut next_count = 0;
+    for _ in 0..10 {
+        tm_link.write_all(&good(&mut next_count)).await.unwrap();
+    }
+    eventually("telemetry to keep flowing", || async {
+        (counters().await?.packets_in >= before + 10).then_some(())
+    })
+    .await;
+    assert!(dropped(&counters().await.unwrap(), "uplink_busy") >= 1);
+}

@@ -25,7 +25,7 @@ pub const TARGET: &str = "vfep";
 pub async fn serve(fe: Arc<Frontend>, listener: TcpListener) -> anyhow::Result<()> {
     loop {
         let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+            accepted = crate::links::accept(&listener, "GEMS") => accepted,
             _ = fe.shutdown.cancelled() => return Ok(()),
         };
         let fe = fe.clone();

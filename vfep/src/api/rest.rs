@@ -479,7 +479,7 @@ async fn commands(
         }
         Err(rejected) => {
             let status = match rejected.reason {
-                DropReason::UplinkDown => StatusCode::SERVICE_UNAVAILABLE,
+                DropReason::UplinkDown | DropReason::UplinkBusy => StatusCode::SERVICE_UNAVAILABLE,
                 DropReason::UplinkInhibited => StatusCode::CONFLICT,
                 _ => StatusCode::BAD_REQUEST,
             };

@@ -372,7 +372,7 @@ async fn play(
 pub async fn serve_tcp(fe: Arc<Frontend>, listener: TcpListener) -> anyhow::Result<()> {
     loop {
         let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+            accepted = crate::links::accept(&listener, "stream") => accepted,
             _ = fe.shutdown.cancelled() => return Ok(()),
         };
         crate::links::configure(&socket);
@@ -438,6 +438,8 @@ pub async fn websocket(
             match message {
                 Ok(Message::Binary(data)) => Some(decode_one(data).map_err(BadInput::Frame)),
                 Ok(Message::Close(_)) | Err(_) => None,
+                // Control frames; the WebSocket layer answers pings itself.
+                Ok(Message::Ping(_) | Message::Pong(_)) => None,
                 Ok(_) => Some(Err(BadInput::Frame("send binary frames".into()))),
             }
         });

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::api;
-use crate::bus::{Batch, Bus, ChannelId, ChannelTable, Interest, PacketRef};
+use crate::bus::{Batch, Bus, ChannelId, ChannelTable, Interest, PacketRef, PublishError};
 use crate::codec::{PacketFormat, PacketType, StreamDecoder};
 use crate::config::Config;
 use crate::links::LinkStatus;
@@ -129,10 +129,19 @@ impl Frontend {
         }
         batch.received_ns = self.clock.stamp();
         let received_ns = batch.received_ns;
-        self.bus
-            .publish(batch)
-            .await
-            .map_err(|_| reject(DropReason::UplinkDown, &channels, "shutting down".into()))?;
+        self.bus.try_publish(batch).await.map_err(|error| match error {
+            PublishError::Closed => {
+                reject(DropReason::UplinkDown, &channels, "shutting down".into())
+            }
+            PublishError::Full => reject(
+                DropReason::UplinkBusy,
+                &channels,
+                format!(
+                    "the command queue is full: the vehicle at {} is not reading commands as fast as they come; try again",
+                    self.tc_link.address
+                ),
+            ),
+        })?;
         for tc in &accepted {
             self.metrics.packets_in(tc.channel, 1);
         }
@@ -228,8 +237,8 @@ pub async fn run(config: Config, bind: IpAddr, shutdown: CancellationToken) -> a
         errors => tracing::warn!(
             errors,
             records_lost = recorder.records_lost.get(),
-            "recording flushed and synced, but packets were lost to recording failures (logged \
-             above); frontend stopped"
+            "frontend stopped; packets were lost to recording failures (logged above), and \
+             what the recorder still held is flushed and synced"
         ),
     }
     outcome

@@ -264,7 +264,7 @@ async fn accept_tm(
 ) -> anyhow::Result<()> {
     loop {
         let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+            accepted = crate::links::accept(&listener, "TM") => accepted,
             _ = sim.shutdown.cancelled() => return Ok(()),
         };
         crate::links::configure(&socket);
@@ -463,7 +463,7 @@ async fn accept_tc(
     let mut current: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => accepted?,
+            accepted = crate::links::accept(&listener, "TC") => accepted,
             _ = sim.shutdown.cancelled() => return Ok(()),
         };
         if let Some(previous) = current.take() {
