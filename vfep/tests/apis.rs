@@ -152,6 +152,22 @@ async fn every_error_is_a_problem_document_with_its_status() {
         .await
         .unwrap();
     assert_eq!(problem_of(missing).await.status, 404);
+    // Found by a user: an inverted range was an empty 200, like an empty recording.
+    let inverted = http()
+        .get(url(
+            "/api/v1/playback?from=2026-12-04T10:00:00Z&to=2026-12-04T09:00:00Z",
+        ))
+        .send()
+        .await
+        .unwrap();
+    let inverted = problem_of(inverted).await;
+    assert_eq!(inverted.status, 400);
+    assert!(
+        inverted
+            .message
+            .starts_with("from (2026-12-04T10:00:00.000000000Z) is after to"),
+        "{inverted:?}"
+    );
     let bad_pace = http()
         .get(url("/api/v1/stream?pace=bogus"))
         .send()
@@ -235,6 +251,7 @@ async fn a_frame_that_does_not_decode_is_answered_and_the_session_goes_on() {
     }
     for bad in [
         frame(1, br#"{"from":5}"#),
+        frame(1, br#"{"from":"2","to":"1"}"#),
         frame(1, b"not json"),
         frame(9, b"unknown kind"),
         frame(2, b"short"),

@@ -376,7 +376,7 @@ async fn playback(
             .collect();
         let from = query.from.as_deref().map_or(Ok(0), parse_time)?;
         let to = query.to.as_deref().map_or(Ok(u64::MAX), parse_time)?;
-        Ok(Selection::new(&apids, from, to))
+        Selection::new(&apids, from, to)
     });
     let selection = match selection {
         Ok(selection) => selection,

@@ -327,7 +327,7 @@ impl Subscription {
             &apids,
             time(&request.from, 0)?,
             time(&request.to, u64::MAX)?,
-        );
+        )?;
         Ok(Subscription::Playback(selection, request.pace))
     }
 }

@@ -147,16 +147,25 @@ pub struct Selection {
 }
 
 impl Selection {
-    pub fn new(apids: &[u16], from_ns: u64, to_ns: u64) -> Selection {
+    /// The records of `apids` received in `[from_ns, to_ns)`; an inverted range is an error (it
+    /// would select nothing, which looks like an empty recording).
+    pub fn new(apids: &[u16], from_ns: u64, to_ns: u64) -> Result<Selection, String> {
+        if from_ns > to_ns {
+            return Err(format!(
+                "from ({}) is after to ({}): give the earlier time as from",
+                crate::time::format_rfc3339(from_ns),
+                crate::time::format_rfc3339(to_ns)
+            ));
+        }
         let mut set = Box::new([false; 2048]);
         for &apid in apids {
             set[usize::from(apid) % 2048] = true;
         }
-        Selection {
+        Ok(Selection {
             apids: set,
             from_ns,
             to_ns,
-        }
+        })
     }
 
     fn wants(&self, record: &RecordView<'_>) -> bool {
@@ -321,7 +330,8 @@ mod tests {
         assert!(list_segments(dir.path()).unwrap().len() > 3);
 
         // APID 100 + n % 3 == 101 means n % 3 == 1; times 100..400 mean n in 10..40.
-        let selection = Selection::new(&[101], 100, 400);
+        let selection = Selection::new(&[101], 100, 400).unwrap();
+        assert!(Selection::new(&[101], 400, 100).is_err());
         let mut got = Vec::new();
         scan(dir.path(), &selection, |r| {
             got.push((r.received_ns, r.packet.to_vec()));
@@ -346,7 +356,7 @@ mod tests {
                 .unwrap();
         }
         recorder.sync().unwrap();
-        let selection = Selection::new(&[100, 101, 102], 0, u64::MAX);
+        let selection = Selection::new(&[100, 101, 102], 0, u64::MAX).unwrap();
         let mut rx = spawn_scan(dir.path().to_owned(), selection, 100, 42);
         let mut packets = Vec::new();
         while let Some(chunk) = rx.recv().await {
