@@ -21,22 +21,12 @@ use vfep::api::stream::{Frame, codec};
 use vfep::gems::{self, Body, Framed, Message};
 
 /// A frontend with both links held open by a scripted vehicle that sent `packets` TM packets.
-struct Quiet {
-    setup: Setup,
-    _vehicle: FakeVehicle,
-    _links: (TcpStream, TcpStream),
-    _frontend: common::Proc,
-}
-
-async fn quiet_frontend(dir: &std::path::Path, packets: u16) -> Quiet {
-    let mut setup = Setup::new(dir);
-    let vehicle = FakeVehicle::bind(&mut setup).await;
-    let frontend = setup.start("frontend");
-    let mut tm_link = vehicle.accept_tm().await;
-    let tc_link = vehicle.accept_tc().await;
-    wait_ready(&setup.frontend_url("/readyz")).await;
+async fn quiet_frontend(dir: &std::path::Path, packets: u16) -> common::Linked {
+    let mut quiet = common::linked_frontend(dir).await;
+    let setup = &quiet.setup;
     for n in 0..packets {
-        tm_link
+        quiet
+            .tm
             .write_all(&tm(HK_APIDS[usize::from(n % 2)], n / 2, b"status"))
             .await
             .unwrap();
@@ -50,12 +40,7 @@ async fn quiet_frontend(dir: &std::path::Path, packets: u16) -> Quiet {
         (links_up && status.recording.records_durable == i64::from(packets)).then_some(())
     })
     .await;
-    Quiet {
-        setup,
-        _vehicle: vehicle,
-        _links: (tm_link, tc_link),
-        _frontend: frontend,
-    }
+    quiet
 }
 
 async fn same_in_both<T: DeserializeOwned + PartialEq + Debug>(setup: &Setup, path: &str) -> T {
@@ -282,11 +267,13 @@ async fn a_frame_that_does_not_decode_is_answered_and_the_session_goes_on() {
 #[tokio::test]
 async fn running_out_of_file_descriptors_does_not_end_the_frontend() {
     let dir = tempfile::tempdir().unwrap();
-    let mut setup = Setup::new(dir.path());
-    let vehicle = FakeVehicle::bind(&mut setup).await;
-    let mut frontend = setup.start("frontend");
-    let _links = (vehicle.accept_tm().await, vehicle.accept_tc().await);
-    wait_ready(&setup.frontend_url("/readyz")).await;
+    let common::Linked {
+        setup,
+        mut frontend,
+        vehicle: _vehicle,
+        tm: _tm,
+        tc: _tc,
+    } = common::linked_frontend(dir.path()).await;
     let limit = std::process::Command::new("prlimit")
         .arg(format!("--pid={}", frontend.child.id()))
         .arg("--nofile=64:64")

@@ -169,18 +169,13 @@ async fn next_packet(reader: &mut stream::FrameReader) -> Vec<u8> {
 #[tokio::test]
 async fn bad_commands_are_refused_with_their_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let mut setup = Setup::new(dir.path());
-    let vehicle = FakeVehicle::bind(&mut setup).await;
-    let _frontend = setup.start("frontend");
-    let _tm = vehicle.accept_tm().await;
-    let mut tc_link = vehicle.accept_tc().await;
-    wait_ready(&setup.frontend_url("/readyz")).await;
-    eventually("the TC link", || async {
-        let status: vfep::api::rest::Status =
-            get_json(&setup.frontend_url("/api/v1/status")).await?;
-        (status.link[1].state == vfep::links::LinkState::Connected).then_some(())
-    })
-    .await;
+    let common::Linked {
+        setup,
+        vehicle,
+        frontend: _frontend,
+        tm: _tm,
+        tc: mut tc_link,
+    } = common::linked_frontend(dir.path()).await;
 
     let post = |packet: Vec<u8>| {
         let url = setup.frontend_url("/api/v1/commands");
@@ -239,19 +234,14 @@ async fn bad_commands_are_refused_with_their_reason() {
 #[tokio::test]
 async fn a_vehicle_that_stops_reading_commands_does_not_stop_telemetry() {
     let dir = tempfile::tempdir().unwrap();
-    let mut setup = Setup::new(dir.path());
-    let vehicle = FakeVehicle::bind(&mut setup).await;
-    let _frontend = setup.start("frontend");
-    let mut tm_link = vehicle.accept_tm().await;
-    // Accepted, never read.
-    let _tc_link = vehicle.accept_tc().await;
-    wait_ready(&setup.frontend_url("/readyz")).await;
-    eventually("the TC link", || async {
-        let status: vfep::api::rest::Status =
-            get_json(&setup.frontend_url("/api/v1/status")).await?;
-        (status.link[1].state == vfep::links::LinkState::Connected).then_some(())
-    })
-    .await;
+    // The TC link is held and never read.
+    let common::Linked {
+        setup,
+        tm: mut tm_link,
+        tc: _tc_link,
+        vehicle: _vehicle,
+        frontend: _frontend,
+    } = common::linked_frontend(dir.path()).await;
 
     let url = setup.frontend_url("/api/v1/commands");
     let big = |n: u16| tc(COMMAND_APID, n, &vec![1; 3000]);

@@ -312,3 +312,34 @@ async fn accept(listener: &TcpListener) -> TcpStream {
         .unwrap()
         .0
 }
+
+/// A frontend whose two links a scripted vehicle holds: ready, and its TC link up.
+pub struct Linked {
+    pub setup: Setup,
+    pub vehicle: FakeVehicle,
+    pub frontend: Proc,
+    pub tm: TcpStream,
+    pub tc: TcpStream,
+}
+
+pub async fn linked_frontend(dir: &Path) -> Linked {
+    let mut setup = Setup::new(dir);
+    let vehicle = FakeVehicle::bind(&mut setup).await;
+    let frontend = setup.start("frontend");
+    let tm = vehicle.accept_tm().await;
+    let tc = vehicle.accept_tc().await;
+    wait_ready(&setup.frontend_url("/readyz")).await;
+    eventually("the TC link", || async {
+        let status: vfep::api::rest::Status =
+            get_json(&setup.frontend_url("/api/v1/status")).await?;
+        (status.link[1].state == vfep::links::LinkState::Connected).then_some(())
+    })
+    .await;
+    Linked {
+        setup,
+        vehicle,
+        frontend,
+        tm,
+        tc,
+    }
+}
