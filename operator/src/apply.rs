@@ -106,7 +106,7 @@ impl<'a> Applier<'a> {
         let config_map_version = self.current_version(instance, &desired.config_map).await?;
         let mut claims = Vec::new();
         for (volume, claim) in &desired.volumes {
-            claims.push((*volume, claim, self.current_version(instance, claim).await?));
+            claims.push((*volume, claim, self.existing_claim(instance, claim).await?));
         }
         let mut workloads = Vec::new();
         for workload in &desired.workloads {
@@ -118,21 +118,13 @@ impl<'a> Applier<'a> {
         let mut observed = Observed::default();
         let mut failures = Vec::new();
         self.apply(&desired.config_map, config_map_version).await?;
-        let claims_api: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.client.clone(), self.namespace);
-        for (volume, claim, version) in claims {
-            let existing = match version {
-                Some(_) => claims_api.get_opt(&claim.name_any()).await.map_err(|e| {
-                    Error::kube("read", "PersistentVolumeClaim", &claim.name_any(), e)
-                })?,
-                None => None,
-            };
-            if let Some(existing) = existing {
+        for (volume, claim, existing) in claims {
+            if let Some(existing) = &existing {
                 // Fixed when the claim was made: applying would only get the API server's
                 // "spec is immutable" diff.
-                if let Some(mismatch) = claim_mismatch(volume, claim, &existing, self.namespace) {
+                if let Some(mismatch) = claim_mismatch(volume, claim, existing, self.namespace) {
                     failures.push(Error::ClaimMismatch(Box::new(mismatch)));
-                    observed.claims.insert(volume, existing);
+                    observed.claims.insert(volume, existing.clone());
                     continue;
                 }
                 if volume == Volume::Recording
@@ -142,11 +134,17 @@ impl<'a> Applier<'a> {
                     self.adopted.push(existing.object_ref(&()));
                 }
             }
+            let version = existing.as_ref().and_then(|e| e.resource_version());
             match self.apply(claim, version).await {
                 Ok(claim) => {
                     observed.claims.insert(volume, claim);
                 }
-                Err(error) => failures.push(self.explain_claim_refusal(volume, claim, error).await),
+                Err(error) => failures.push(explain_claim_refusal(
+                    volume,
+                    claim,
+                    existing.as_ref(),
+                    error,
+                )),
             }
         }
         for (workload, service_version, deployment_version) in workloads {
@@ -171,56 +169,23 @@ impl<'a> Applier<'a> {
         Ok((observed, failures))
     }
 
-    /// A size change the API server refused for a claim, said in terms of the spec: the field,
-    /// what the claim has, and the value that applies. (Its message alone names neither.)
-    async fn explain_claim_refusal(
+    /// The existing claim of `claim`'s name, if any; an error if it does not belong to this
+    /// GroundSystem. Read whole: its class, modes and size are checked before the apply.
+    async fn existing_claim(
         &self,
-        volume: Volume,
-        desired: &PersistentVolumeClaim,
-        error: Error,
-    ) -> Error {
-        // Only a refusal (invalid or forbidden), not a failure to reach the API server.
-        let Error::Kube { detail, source, .. } = &error else {
-            return error;
-        };
-        if !matches!(source.as_ref(), kube::Error::Api(status) if [403, 422].contains(&status.code))
-        {
-            return error;
-        }
-        let storage = |claim: &PersistentVolumeClaim| {
-            claim
-                .spec
-                .as_ref()?
-                .resources
-                .as_ref()?
-                .requests
-                .as_ref()?
-                .get("storage")
-                .map(|quantity| quantity.0.clone())
-        };
+        instance: &Instance<'_>,
+        claim: &PersistentVolumeClaim,
+    ) -> Result<Option<PersistentVolumeClaim>, Error> {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(self.client.clone(), self.namespace);
-        let Ok(Some(current)) = api.get_opt(&desired.name_any()).await else {
-            return error;
-        };
-        let (Some(has), Some(wanted)) = (storage(&current), storage(desired)) else {
-            return error;
-        };
-        if has == wanted {
-            return error;
+        let name = claim.name_any();
+        let existing = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::kube("read", "PersistentVolumeClaim", &name, e))?;
+        if let Some(existing) = &existing {
+            ensure_belongs::<PersistentVolumeClaim>(existing, instance)?;
         }
-        let class = current
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.storage_class_name.clone())
-            .unwrap_or_else(|| "none".to_owned());
-        Error::ClaimRefused(Box::new(ClaimRefusal {
-            field: format!("spec.{}.size", volume.component()),
-            name: desired.name_any(),
-            has,
-            wanted,
-            class,
-            detail: detail.clone(),
-        }))
+        Ok(existing)
     }
 
     /// Applies a Service; one that a hand edit made impossible to apply is replaced.
@@ -282,13 +247,7 @@ impl<'a> Applier<'a> {
         let Some(existing) = self.read_metadata::<K>(&name).await? else {
             return Ok(None);
         };
-        if !belongs_to(&existing, instance) {
-            return Err(Error::ChildConflict {
-                kind: K::kind(&()).to_string(),
-                name,
-                groundsystem: instance.name.clone(),
-            });
-        }
+        ensure_belongs::<K>(&existing, instance)?;
         Ok(existing.metadata.resource_version)
     }
 
@@ -413,9 +372,6 @@ pub async fn observe(client: Client, instance: &Instance<'_>) -> Result<Observed
     Ok(observed)
 }
 
-/// Whether this GroundSystem may write `object`: it controls it, or the operator made it for a
-/// GroundSystem of this name and no one controls it any more (a retained recording, picked up
-/// again by a new GroundSystem of the same name).
 /// How an existing claim differs from the desired one in what a claim cannot change: its
 /// storage class (when the spec names one; unset takes whatever the claim got) and its access
 /// modes.
@@ -468,6 +424,60 @@ pub fn claim_mismatch(
     })
 }
 
+/// A size change the API server refused for a claim, said in terms of the spec: the field, what
+/// the claim (`current`, as read before the apply) has, and the value that applies. (Its message
+/// alone names neither.)
+fn explain_claim_refusal(
+    volume: Volume,
+    desired: &PersistentVolumeClaim,
+    current: Option<&PersistentVolumeClaim>,
+    error: Error,
+) -> Error {
+    // Only a refusal (invalid or forbidden), not a failure to reach the API server.
+    let Error::Kube { detail, source, .. } = &error else {
+        return error;
+    };
+    if !matches!(source.as_ref(), kube::Error::Api(status) if [403, 422].contains(&status.code)) {
+        return error;
+    }
+    let storage = |claim: &PersistentVolumeClaim| {
+        claim
+            .spec
+            .as_ref()?
+            .resources
+            .as_ref()?
+            .requests
+            .as_ref()?
+            .get("storage")
+            .map(|quantity| quantity.0.clone())
+    };
+    let Some(current) = current else {
+        return error;
+    };
+    let (Some(has), Some(wanted)) = (storage(current), storage(desired)) else {
+        return error;
+    };
+    if has == wanted {
+        return error;
+    }
+    let class = current
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.storage_class_name.clone())
+        .unwrap_or_else(|| "none".to_owned());
+    Error::ClaimRefused(Box::new(ClaimRefusal {
+        field: format!("spec.{}.size", volume.component()),
+        name: desired.name_any(),
+        has,
+        wanted,
+        class,
+        detail: detail.clone(),
+    }))
+}
+
+/// Whether this GroundSystem may write `object`: it controls it, or the operator made it for a
+/// GroundSystem of this name and no one controls it any more (a retained recording, picked up
+/// again by a new GroundSystem of the same name).
 fn belongs_to(object: &impl Resource, instance: &Instance<'_>) -> bool {
     let labels = object.labels();
     let uncontrolled = object
@@ -478,6 +488,21 @@ fn belongs_to(object: &impl Resource, instance: &Instance<'_>) -> bool {
         || (uncontrolled
             && labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGER)
             && labels.get(GROUNDSYSTEM_LABEL) == Some(&instance.name))
+}
+
+/// `existing`, an object of kind `K`, must belong to this GroundSystem to be written.
+fn ensure_belongs<K: Resource<DynamicType = ()>>(
+    existing: &impl Resource,
+    instance: &Instance<'_>,
+) -> Result<(), Error> {
+    if belongs_to(existing, instance) {
+        return Ok(());
+    }
+    Err(Error::ChildConflict {
+        kind: K::kind(&()).to_string(),
+        name: existing.name_any(),
+        groundsystem: instance.name.clone(),
+    })
 }
 
 fn is_controlled_by(object: &impl Resource, instance: &Instance<'_>) -> bool {

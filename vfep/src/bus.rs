@@ -278,13 +278,12 @@ impl Bus {
         if publishing.closed {
             return Err(PublishError::Closed);
         }
-        let wanted = |interest: &Interest| interest.wants(batch.packet_type);
         // Only this publisher sends while it holds the lock: room seen now stays.
         if wait == Wait::Never
             && publishing
                 .lossless
                 .iter()
-                .any(|(interest, tx)| wanted(interest) && tx.capacity() == 0)
+                .any(|(interest, tx)| interest.wants(batch.packet_type) && tx.capacity() == 0)
         {
             return Err(PublishError::Full);
         }

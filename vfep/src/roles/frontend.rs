@@ -137,7 +137,7 @@ impl Frontend {
                 DropReason::UplinkBusy,
                 &channels,
                 format!(
-                    "the command queue is full: the vehicle at {} is not reading commands as fast as they come; try again",
+                    "the command queue is full: the vehicle at {} is not reading commands as fast as they come, or the recording is not keeping up; try again",
                     self.tc_link.address
                 ),
             ),
